@@ -1,0 +1,44 @@
+"""Exponential moving average of trainable parameters, kept as non-trainable MindSpore parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from mindspore import Parameter, Tensor, ops
+
+
+class EMA:
+    """`shadow = decay * shadow + (1 - decay) * param`, updated after every optimizer step.
+
+    The shadow copies live next to the weights (device memory on Ascend) and are saved in checkpoints under the
+    parameter names, so `copy_to(model)` can swap them in for validation and sampling.
+    """
+
+    def __init__(self, params: Iterable[Parameter], decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.params = list(params)
+        self.names = [p.name for p in self.params]
+        self.shadow = [Parameter(p.value().copy(), name=f"ema.{p.name}", requires_grad=False) for p in self.params]
+
+    def update(self) -> None:
+        for shadow, param in zip(self.shadow, self.params):
+            ops.assign(shadow, shadow * self.decay + param * (1.0 - self.decay))
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {name: shadow.asnumpy() for name, shadow in zip(self.names, self.shadow)}
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
+        missing = [n for n in self.names if n not in arrays]
+        if missing:
+            raise KeyError(f"EMA state lacks {len(missing)} parameters, e.g. {missing[:3]}")
+        for name, shadow in zip(self.names, self.shadow):
+            shadow.set_data(Tensor(arrays[name], shadow.dtype))
+
+    def copy_to(self, params: Iterable[Parameter]) -> None:
+        """Overwrite `params` (matched by name) with the averaged values."""
+        by_name = dict(zip(self.names, self.shadow))
+        for param in params:
+            param.set_data(by_name[param.name].value().copy())
