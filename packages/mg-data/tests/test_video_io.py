@@ -100,3 +100,16 @@ def test_bad_image_raises_an_error_naming_the_file(tmp_path):
     path.write_bytes(b"not a png")
     with pytest.raises(MediaReadError, match=r"bad\.png"):
         read_image(path)
+
+
+@pytest.mark.parametrize("width", [16, 48, 64])
+def test_narrow_widths_that_decord_cannot_copy_are_still_read(tmp_path, width):
+    # decord 0.6 fails on some widths (16, 48, ...): the reader decodes those with PyAV, same frames
+    y, x = np.mgrid[0:32, 0:width]
+    frames = np.stack(
+        [np.stack([(x * 4 + 9 * t) % 200, y * 5, np.full_like(x, 60)], -1) for t in range(6)]
+    ).astype(np.uint8)
+    write_video(tmp_path / "n.mp4", frames, fps=6, crf=0)
+    decoded = read_video(tmp_path / "n.mp4", [4, 0, 4])
+    assert decoded.shape == (3, 32, width, 3)
+    assert np.abs(decoded.astype(int) - frames[[4, 0, 4]]).mean() < 3.0

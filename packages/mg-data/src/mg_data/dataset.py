@@ -239,12 +239,8 @@ class VideoDataset:
     def _load(self, index: int, bucket: Bucket | None, rng: np.random.Generator) -> dict:
         row = self.manifest[index]
         sample: dict = {}
-        if self.latent_cache is not None:
-            sample["latent"], fps = self._load_latent(row, bucket, rng)
-        else:
-            sample["video"], fps = self._load_pixels(row, bucket, rng)
         caption = row.caption or ""
-        if self.text_cache is not None:
+        if self.text_cache is not None:  # first: a missing embedding fails before any decoding
             drop = self.text_drop_prob > 0 and rng.random() < self.text_drop_prob
             if drop:
                 caption = ""
@@ -254,6 +250,10 @@ class VideoDataset:
             for name, (emb, mask) in embeddings.items():
                 sample[f"{name}_emb"] = emb
                 sample[f"{name}_mask"] = mask
+        if self.latent_cache is not None:
+            sample["latent"], fps = self._load_latent(row, bucket, rng)
+        else:
+            sample["video"], fps = self._load_pixels(row, bucket, rng)
         sample["caption"] = caption
         sample["fps"] = np.float32(fps)
         sample["index"] = np.int64(index)

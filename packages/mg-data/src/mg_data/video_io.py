@@ -143,7 +143,13 @@ class VideoFile:
         try:
             frames = self._reader.get_batch(unique).asnumpy()
         except Exception as exc:
-            raise MediaReadError(f"{self.path}: cannot decode frames ({type(exc).__name__}: {exc})") from exc
+            if "DECORDArrayCopyFromTo" not in str(exc):
+                raise MediaReadError(
+                    f"{self.path}: cannot decode frames ({type(exc).__name__}: {exc})"
+                ) from exc
+            # decord 0.6 cannot copy out frames of some narrow widths (e.g. 8, 16, 24, 48, 72 px): its row
+            # padding breaks a size check. Those files are fine, so PyAV decodes them instead.
+            frames = _read_with_pyav(self.path, unique)
         if frames.shape[0] != unique.size or frames.ndim != 4 or frames.shape[-1] != 3:
             raise MediaReadError(f"{self.path}: decoder returned frames of shape {frames.shape}")
         if unique.size == indices.size and np.array_equal(unique, indices):
@@ -159,6 +165,26 @@ class VideoFile:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _read_with_pyav(path: str, indices: np.ndarray) -> np.ndarray:
+    """Frames at sorted unique `indices`, decoding from the start with PyAV (for files decord mis-copies)."""
+    import av
+
+    wanted = set(indices.tolist())
+    frames = []
+    try:
+        with av.open(path) as container:
+            for number, frame in enumerate(container.decode(video=0)):
+                if number in wanted:
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                if number >= indices[-1]:
+                    break
+    except Exception as exc:
+        raise MediaReadError(f"{path}: cannot decode frames with PyAV ({type(exc).__name__}: {exc})") from exc
+    if len(frames) != len(indices):
+        raise MediaReadError(f"{path}: PyAV decoded {len(frames)} of the {len(indices)} requested frames")
+    return np.stack(frames)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
