@@ -222,6 +222,17 @@ def test_text_cache_and_dropout(synth, tmp_path, text_cache_writer):
         tmp_path / "text", keys, dims={"ul2": 8, "byt5": 4}, max_lengths={"ul2": 6, "byt5": 5}
     )
     dataset = VideoDataset(manifest, num_frames=4, size=16, text_cache=tmp_path / "text")
+    assert dataset.output_keys == [
+        "video",
+        "ul2_emb",
+        "ul2_mask",
+        "byt5_emb",
+        "byt5_mask",
+        "caption",
+        "fps",
+        "index",
+    ]
+    assert list(dataset[0]) == dataset.output_keys
     for i in range(4):
         sample = dataset[i]
         key = manifest.rows[i].video.rsplit(".", 1)[0] + ".npz"
@@ -270,3 +281,12 @@ def test_latent_cache_serves_latents(tmp_path):
     assert bucketed[3]["latent"].shape == (4, 2, 2, 6)
     z1, z2 = (VideoDataset(path, latent_cache=tmp_path / "lat", seed=s)[1]["latent"] for s in (0, 0))
     np.testing.assert_array_equal(z1, z2)
+
+
+def test_dataset_pickles_for_worker_processes(synth):
+    import pickle
+
+    dataset = VideoDataset(synth.train_manifest, num_frames=4, size=16, hflip=True, random_crop=True, seed=3)
+    clone = pickle.loads(pickle.dumps(dataset))
+    for i in (0, 3):
+        np.testing.assert_array_equal(clone.get(i, epoch=2)["video"], dataset.get(i, epoch=2)["video"])

@@ -238,26 +238,29 @@ class VideoDataset:
 
     def _load(self, index: int, bucket: Bucket | None, rng: np.random.Generator) -> dict:
         row = self.manifest[index]
-        sample: dict = {}
         caption = row.caption or ""
+        text: dict = {}
         if self.text_cache is not None:  # first: a missing embedding fails before any decoding
             drop = self.text_drop_prob > 0 and rng.random() < self.text_drop_prob
             if drop:
                 caption = ""
-                embeddings = self._null()
-            else:
-                embeddings = self.text_cache.get(cache_key(row.video, row.text_emb))
+            embeddings = self._null() if drop else self.text_cache.get(cache_key(row.video, row.text_emb))
             for name, (emb, mask) in embeddings.items():
-                sample[f"{name}_emb"] = emb
-                sample[f"{name}_mask"] = mask
+                text[f"{name}_emb"] = emb
+                text[f"{name}_mask"] = mask
         if self.latent_cache is not None:
-            sample["latent"], fps = self._load_latent(row, bucket, rng)
+            key, (data, fps) = "latent", self._load_latent(row, bucket, rng)
         else:
-            sample["video"], fps = self._load_pixels(row, bucket, rng)
-        sample["caption"] = caption
-        sample["fps"] = np.float32(fps)
-        sample["index"] = np.int64(index)
-        return sample
+            key, (data, fps) = "video", self._load_pixels(row, bucket, rng)
+        return {key: data, **text, "caption": caption, "fps": np.float32(fps), "index": np.int64(index)}
+
+    @property
+    def output_keys(self) -> list[str]:
+        """Keys of every sample, in order (e.g. the column names of a framework's dataset wrapper)."""
+        keys = ["latent" if self.latent_cache is not None else "video"]
+        for name in self.text_cache.encoders if self.text_cache is not None else []:
+            keys += [f"{name}_emb", f"{name}_mask"]
+        return [*keys, "caption", "fps", "index"]
 
     def _null(self) -> dict:
         if self._null_text is None:

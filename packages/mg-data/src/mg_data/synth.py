@@ -110,18 +110,24 @@ def _coverage(shape: str, x: np.ndarray, y: np.ndarray, cx: float, cy: float, ra
 
 
 def render_clip(spec: ClipSpec) -> np.ndarray:
-    """The frames of a clip as `(T, H, W, 3)` uint8."""
+    """The frames of a clip as `(T, H, W, 3)` uint8. Only a window around the shape is redrawn per frame."""
     height, width = spec.size
     background = _background(spec.background, height, width, np.random.default_rng(spec.background_seed))
+    plain = np.rint(background * 255.0).astype(np.uint8)
     color = np.asarray(COLORS[spec.color], np.float32) / 255.0
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
+    reach = spec.radius * 1.35 + 2  # covers the triangle's corners and the anti-aliased rim
     frames = np.empty((spec.num_frames, height, width, 3), np.uint8)
     for t in range(spec.num_frames):
         a = t / (spec.num_frames - 1) if spec.num_frames > 1 else 0.0
         cx = spec.start[0] + a * (spec.end[0] - spec.start[0])
         cy = spec.start[1] + a * (spec.end[1] - spec.start[1])
+        x0, x1 = max(0, int(cx - reach)), min(width, int(np.ceil(cx + reach)) + 1)
+        y0, y1 = max(0, int(cy - reach)), min(height, int(np.ceil(cy + reach)) + 1)
+        y, x = np.mgrid[y0:y1, x0:x1].astype(np.float32) + 0.5
         cov = _coverage(spec.shape, x, y, cx, cy, spec.radius)[..., None]
-        frames[t] = np.rint((background * (1 - cov) + color * cov) * 255.0).astype(np.uint8)
+        frames[t] = plain
+        window = background[y0:y1, x0:x1]
+        frames[t, y0:y1, x0:x1] = np.rint((window * (1 - cov) + color * cov) * 255.0).astype(np.uint8)
     return frames
 
 

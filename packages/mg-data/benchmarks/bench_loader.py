@@ -1,0 +1,137 @@
+"""Loader speed: VideoDataset frames/s next to raw decord on the same frames, and cached latents vs decoding.
+
+Run: python packages/mg-data/benchmarks/bench_loader.py [--n 24 --size 256 --source-frames 64 --frames 16]
+
+Prints, from one run on the same files (interleaved rounds; best round per path):
+- raw decord: VideoReader + get_batch(the same indices the dataset picks) -> uint8 (T, H, W, 3);
+- mg-data plain path: VideoDataset[i] at native size -> float32 (3, T, H, W) in [-1, 1] (target >= 0.9x raw);
+- mg-data with resize + crop to half size (information only);
+- mg-data serving cached latents (16, T/8, H/8, W/8) instead of decoding (speed-up over the plain path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mg_data import LatentCacheWriter, VideoDataset, load_manifest, make_synthetic_dataset
+from mg_data.transforms import latent_frames, sample_frame_indices
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=24, help="number of clips (default 24)")
+    parser.add_argument("--size", type=int, default=256, help="frame size of the clips (default 256)")
+    parser.add_argument("--source-frames", type=int, default=64, help="frames per file (default 64)")
+    parser.add_argument("--frames", type=int, default=16, help="frames per sample (default 16)")
+    parser.add_argument("--stride", type=int, default=2, help="frame stride (default 2)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds; the best is reported (default 3)"
+    )
+    parser.add_argument(
+        "--workdir", default=None, help="where to write the clips (default: a temporary folder)"
+    )
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.workdir or tmp)
+        started = time.perf_counter()
+        synth = make_synthetic_dataset(
+            root / "clips",
+            n=args.n,
+            seed=0,
+            size=args.size,
+            num_frames=args.source_frames,
+            fps=16,
+            val_fraction=0,
+        )
+        print(
+            f"wrote {args.n} clips of {args.source_frames} frames at {args.size}x{args.size} in {time.perf_counter() - started:.1f} s"
+        )
+        manifest = load_manifest(synth.all_manifest)
+        kwargs = dict(num_frames=args.frames, stride=args.stride, seed=0)
+        plain = VideoDataset(manifest, **kwargs)
+        resized = VideoDataset(manifest, size=args.size // 2, **kwargs)
+
+        lat_t = latent_frames(args.frames)
+        writer = LatentCacheWriter(
+            root / "latents",
+            scaling_factor=1.5305,
+            shift_factor=0.0609,
+            frames=args.frames,
+            size=(args.size, args.size),
+        )
+        rng = np.random.default_rng(0)
+        shape = (16, lat_t, args.size // 8, args.size // 8)
+        for row in manifest.rows:
+            writer.write(
+                row.video,
+                rng.standard_normal(shape, dtype=np.float32),
+                rng.uniform(0.01, 0.1, shape).astype(np.float32),
+            )
+        latent = VideoDataset(manifest, latent_cache=root / "latents", **kwargs)
+
+        import decord
+
+        def raw_decord() -> int:
+            frames = 0
+            for i, row in enumerate(manifest.rows):
+                reader = decord.VideoReader(manifest.abspath(row), num_threads=1)
+                indices = sample_frame_indices(
+                    len(reader), reader.get_avg_fps(), plain.sampling, np.random.default_rng([0, 0, i])
+                )
+                frames += reader.get_batch(indices).asnumpy().shape[0]
+                del reader
+            return frames
+
+        def through(dataset, key):
+            def run() -> int:
+                return sum(dataset[i][key].shape[1] for i in range(len(dataset)))
+
+            return run
+
+        # same work: the dataset's clip 0 must be exactly the frames raw decord reads
+        reader = decord.VideoReader(manifest.abspath(0), num_threads=1)
+        indices = sample_frame_indices(
+            len(reader), reader.get_avg_fps(), plain.sampling, np.random.default_rng([0, 0, 0])
+        )
+        expected = reader.get_batch(indices).asnumpy().transpose(3, 0, 1, 2) / 127.5 - 1
+        assert np.abs(plain[0]["video"] - expected).max() < 1e-5, (
+            "the dataset and raw decord read different frames"
+        )
+        del reader
+        paths = {
+            "raw decord (uint8 THWC)": raw_decord,
+            "mg-data plain (float32 CTHW)": through(plain, "video"),
+            f"mg-data resize+crop to {args.size // 2}": through(resized, "video"),
+            f"mg-data cached latents {shape}": through(latent, "latent"),
+        }
+        best = {name: float("inf") for name in paths}
+        counts = {}
+        for _ in range(args.rounds):
+            for name, run in paths.items():
+                t0 = time.perf_counter()
+                counts[name] = run()
+                best[name] = min(best[name], time.perf_counter() - t0)
+        raw = args.n * args.frames / best["raw decord (uint8 THWC)"]
+        print(
+            f"\n{args.n} samples x {args.frames} frames (stride {args.stride}) from {args.size}x{args.size} clips, best of {args.rounds} rounds"
+        )
+        print(f"{'path':<44}{'samples/s':>11}{'frames/s':>11}{'vs raw':>9}")
+        for name, seconds in best.items():
+            samples_per_s = args.n / seconds
+            frames_per_s = args.n * args.frames / seconds
+            print(f"{name:<44}{samples_per_s:>11.1f}{frames_per_s:>11.0f}{frames_per_s / raw:>8.2f}x")
+        pixel = best["mg-data plain (float32 CTHW)"]
+        print(f"\nplain loader / raw decord: {(args.n * args.frames / pixel) / raw:.2f}x (target >= 0.9x)")
+        print(
+            f"cached latents speed-up over decoding (plain path): {pixel / best[f'mg-data cached latents {shape}']:.1f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
