@@ -37,6 +37,8 @@ def test_check_report_counts_problems_buckets_and_drops(messy):
     assert report.buckets == {"8f_64x64": 38, "8f_48x80": 0, "32f_64x64": 0, "32f_48x80": 0}
     assert report.dropped == {"no image bucket": 6, "unreadable": 2}
     assert report.resolutions == {"64x64": 44} and report.fps == {8.0: 38} and set(report.frames) == {16}
+    deep = check_manifest(messy / "messy.csv", deep=True)  # decodes every frame: same verdicts here
+    assert deep.unreadable == report.unreadable and deep.videos == 38
     text = report.format()
     for needle in ("unreadable: 2", "8f_64x64", "<- empty", "no image bucket: 6", "PROBLEMS FOUND"):
         assert needle in text
