@@ -115,7 +115,7 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _deep_probe(path: str, info: MediaInfo) -> None:
+def _deep_probe(path: str) -> None:
     """Decode every frame (catches files whose tail is corrupt)."""
     with VideoFile(path) as video:
         for start in range(0, video.num_frames, 64):
@@ -130,7 +130,7 @@ def _check_row(manifest: Manifest, row: ManifestRow, deep: bool) -> MediaInfo | 
             with VideoFile(path) as video:  # the last frame too: truncated files often fail only there
                 video.read([video.num_frames - 1])
             if deep:
-                _deep_probe(path, info)
+                _deep_probe(path)
         return info
     except MediaReadError as exc:
         return exc

@@ -177,7 +177,6 @@ class VideoDataset:
         index %= len(self)
         epoch = self.epoch if epoch is None else int(epoch)
         target = self._bucket_of(index, bucket)
-        rng = np.random.default_rng([self.seed, epoch, index])
         candidates = self._candidates(index, target)
         last_error = None
         for attempt, candidate in enumerate(candidates):
@@ -186,8 +185,8 @@ class VideoDataset:
             if candidate in self.errors:
                 last_error = self.errors[candidate]
                 continue
-            try:
-                sample = self._load(candidate, target, rng)
+            try:  # a fresh stream per attempt: the result does not depend on which failures came first
+                sample = self._load(candidate, target, np.random.default_rng([self.seed, epoch, index]))
             except LOAD_ERRORS as exc:
                 self._record(candidate, exc)
                 last_error = self.errors[candidate]
