@@ -18,7 +18,7 @@ from mg_data._atomic import atomic_path
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"})
 
-# An image is a one-frame video; this nominal rate only fills the `fps` field (as in the reference loader).
+# An image is a one-frame video (animated GIFs give their first frame); this nominal rate only fills `fps`.
 IMAGE_FPS = 1.0
 
 
