@@ -173,6 +173,7 @@ def test_sharding_splits_global_batches_across_ranks(world_size):
         batches = [per_rank[r][step] for r in range(world_size)]
         buckets = {int(ids[i]) for batch in batches for i in batch}
         assert len(buckets) == 1  # every rank works on the same bucket (same shapes) at each step
+        assert samplers[0].batch_bucket(0, step) == CONFIG[buckets.pop()]
         step_samples = [i for batch in batches for i in batch]
         assert len(set(step_samples)) == len(step_samples)
         everything += step_samples

@@ -58,6 +58,11 @@ def test_text_store_reads_reference_padded_folders(tmp_path):
     assert not got[2:].any()
     longer = TextEmbeddingStore.from_folders({"ul2": tmp_path / "ul2_emb_300"}, max_lengths={"ul2": 8})
     assert longer.get("v.npz")["ul2"][0].shape == (8, 3)
+    np.savez(tmp_path / "ul2_emb_300" / "half.npz", text_emb=emb.astype(np.float16), mask=mask)
+    half, _ = store.get("half.npz")["ul2"]
+    assert half.dtype == np.float32 and np.array_equal(
+        half[:2], emb[:2].astype(np.float16).astype(np.float32)
+    )
 
 
 def test_text_store_errors_name_the_file_and_field(tmp_path, text_cache_writer):

@@ -182,6 +182,9 @@ def test_buckets_route_and_shape_samples(tmp_path, index_frames):
         assert dataset[i]["video"].shape == (3, bucket.num_frames, bucket.height, bucket.width)
     with pytest.raises(ValueError, match="is in no bucket"):
         dataset[9]
+    as_short = dataset.get(3, bucket=2)  # a 6-frame clip can be asked for in another bucket's shape
+    assert as_short["video"].shape == (3, 4, 32, 32)
+    assert dataset.get(0, bucket=Bucket(24, 24, 2, 1))["video"].shape == (3, 2, 24, 24)
 
 
 def test_bucket_substitute_comes_from_the_same_bucket(tmp_path, index_frames):
