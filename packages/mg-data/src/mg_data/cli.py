@@ -1,0 +1,200 @@
+"""The `mg-data` command: `mg-data synth` writes the synthetic dataset, `mg-data check` scans a manifest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from mg_data.buckets import BucketConfig
+from mg_data.check import check_manifest
+from mg_data.manifest import ManifestError
+from mg_data.synth import COLORS, DEFAULT_COLORS, DIRECTIONS, SHAPES, make_synthetic_dataset
+from mg_data.transforms import SHORT_POLICIES, FrameSampling
+
+
+def _size(text: str) -> int | tuple[int, int]:
+    if "x" in text:
+        height, width = text.lower().split("x")
+        return int(height), int(width)
+    return int(text)
+
+
+def _add_synth(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "synth",
+        help="write the synthetic captioned video dataset (mp4 + CSV manifests)",
+        description="Write N deterministic synthetic clips ('a red circle moving left') as mp4 files under OUT, "
+        "with train.csv, val.csv and all.csv manifests holding captions and ground truth "
+        "(color, shape, direction, start/end centre).",
+    )
+    parser.add_argument(
+        "--out", required=True, help="output folder (created; existing files are overwritten)"
+    )
+    parser.add_argument("--n", type=int, default=100, help="number of video clips (default 100)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed; same seed, same dataset (default 0)"
+    )
+    parser.add_argument(
+        "--size", type=_size, default=64, help="frame size: S (square) or HxW, even numbers (default 64)"
+    )
+    parser.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
+    parser.add_argument("--fps", type=float, default=8.0, help="frame rate written to the mp4 (default 8)")
+    parser.add_argument(
+        "--colors",
+        nargs="+",
+        default=list(DEFAULT_COLORS),
+        choices=list(COLORS),
+        help="colour vocabulary (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        default=list(SHAPES),
+        choices=list(SHAPES),
+        help="shape vocabulary (default: all)",
+    )
+    parser.add_argument(
+        "--directions",
+        nargs="+",
+        default=list(DIRECTIONS),
+        choices=list(DIRECTIONS),
+        help="motion directions (default: all)",
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.1, help="share of clips put in val.csv (default 0.1)"
+    )
+    parser.add_argument(
+        "--holdout",
+        action="append",
+        default=[],
+        metavar="CAPTION",
+        help="a caption that appears only in val.csv (repeatable), e.g. --holdout 'a blue square moving up'",
+    )
+    parser.add_argument(
+        "--images", type=int, default=0, help="also write this many still images ('a red circle') (default 0)"
+    )
+    parser.add_argument(
+        "--travel",
+        type=float,
+        default=0.6,
+        help="distance moved over a clip, as a share of the free space (default 0.6)",
+    )
+    parser.add_argument("--crf", type=int, default=16, help="x264 quality, lower is better (default 16)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _add_check(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "check",
+        help="scan a manifest: unreadable files, durations, resolutions, fps, buckets, drops, caches",
+        description="Open every file of MANIFEST (first and last frame, or all with --deep) and print a report. "
+        "Exit code 0: all readable and caches complete; 1: problems found; 2: the manifest itself is malformed.",
+    )
+    parser.add_argument("manifest", help="CSV manifest with a 'video' column (or a folder to scan)")
+    parser.add_argument(
+        "--root",
+        default=None,
+        help="folder the 'video' paths are relative to (default: the manifest's folder)",
+    )
+    parser.add_argument(
+        "--buckets",
+        default=None,
+        help="bucket config YAML ('buckets:' list or 'grid:'); shows the histogram and drops",
+    )
+    parser.add_argument(
+        "--stride",
+        type=int,
+        default=1,
+        help="frame stride used to decide whether a video fits a bucket (default 1)",
+    )
+    parser.add_argument("--fps", type=float, default=None, help="target frame rate instead of --stride")
+    parser.add_argument(
+        "--short-policy",
+        choices=SHORT_POLICIES,
+        default="skip",
+        help="videos shorter than every bucket: skip (drop), loop or pad (default skip)",
+    )
+    parser.add_argument(
+        "--text-cache", default=None, help="text-embedding cache folder to check for missing entries"
+    )
+    parser.add_argument(
+        "--latent-cache", default=None, help="latent cache folder to check for missing entries"
+    )
+    parser.add_argument(
+        "--deep", action="store_true", help="decode every frame (slow; catches corrupt middles)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="files opened in parallel (default 2)")
+    parser.add_argument(
+        "--write-manifest",
+        default=None,
+        metavar="OUT",
+        help="write readable rows plus num_frames/height/width/fps columns to OUT",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mg-data", description="Datasets for mg: synthetic data and manifest checks."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_synth(subparsers)
+    _add_check(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "synth":
+        try:
+            result = make_synthetic_dataset(
+                args.out,
+                n=args.n,
+                seed=args.seed,
+                size=args.size,
+                num_frames=args.frames,
+                fps=args.fps,
+                colors=args.colors,
+                shapes=args.shapes,
+                directions=args.directions,
+                val_fraction=args.val_fraction,
+                holdout_captions=args.holdout,
+                num_images=args.images,
+                travel=args.travel,
+                crf=args.crf,
+                verbose=not args.quiet,
+            )
+        except ValueError as exc:
+            print(f"mg-data synth: error: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"train: {result.train_manifest} ({result.num_train} rows)\nval:   {result.val_manifest} ({result.num_val} rows)"
+        )
+        return 0
+    try:
+        buckets = BucketConfig.from_yaml(args.buckets) if args.buckets else None
+        sampling = FrameSampling(stride=args.stride, fps=args.fps, short_policy=args.short_policy)
+        report = check_manifest(
+            args.manifest,
+            root=args.root,
+            buckets=buckets,
+            sampling=sampling,
+            text_cache=args.text_cache,
+            latent_cache=args.latent_cache,
+            deep=args.deep,
+            num_workers=args.workers,
+            write_to=args.write_manifest,
+            verbose=not args.quiet and not args.json,
+        )
+    except (ManifestError, ValueError, RuntimeError) as exc:
+        print(f"mg-data check: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

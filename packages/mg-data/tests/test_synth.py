@@ -1,0 +1,124 @@
+"""The synthetic dataset: determinism, split, vocabulary balance, and ground truth read back from pixels."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from mg_data import VideoDataset, analyze_clip, load_manifest, make_synthetic_dataset, read_image, read_video
+from mg_data.synth import COLORS, ClipSpec, render_clip
+
+
+def test_manifests_split_and_ground_truth_columns(synth):
+    everything = load_manifest(synth.all_manifest)
+    train, val = load_manifest(synth.train_manifest), load_manifest(synth.val_manifest)
+    assert len(everything) == 46 and len(train) + len(val) == 46 == synth.num_train + synth.num_val
+    assert {r.video for r in train.rows}.isdisjoint(r.video for r in val.rows)
+    assert all(r.caption != "a blue square moving up" for r in train.rows)
+    assert any(r.caption == "a blue square moving up" for r in val.rows)
+    for row in everything.rows:
+        color, shape, direction = row.extra["color"], row.extra["shape"], row.extra["direction"]
+        expected = f"a {color} {shape}" + ("" if direction == "none" else f" moving {direction}")
+        assert row.caption == expected
+        assert row.extra["split"] in ("train", "val")
+    videos = [r for r in everything.rows if not r.is_image]
+    assert len(videos) == 40 and all(
+        (r.num_frames, r.height, r.width, r.fps) == (16, 64, 64, 8.0) for r in videos
+    )
+    # 48 captions in a seeded cycle: 40 clips use 40 distinct captions
+    assert len(Counter(r.caption for r in videos)) == 40
+    assert json.loads((synth.root / "synth.json").read_text())["n"] == 40
+
+
+def test_same_seed_same_data_other_seed_other_data(tmp_path):
+    a = make_synthetic_dataset(tmp_path / "a", n=6, seed=1, size=32, num_frames=6)
+    b = make_synthetic_dataset(tmp_path / "b", n=6, seed=1, size=32, num_frames=6)
+    c = make_synthetic_dataset(tmp_path / "c", n=6, seed=2, size=32, num_frames=6)
+    assert a.all_manifest.read_text() == b.all_manifest.read_text() != c.all_manifest.read_text()
+    for i in range(6):
+        name = f"videos/{i:06d}.mp4"
+        assert (a.root / name).read_bytes() == (b.root / name).read_bytes()
+    assert not np.array_equal(
+        read_video(a.root / "videos/000000.mp4"), read_video(c.root / "videos/000000.mp4")
+    )
+
+
+def test_captions_are_balanced_over_the_vocabulary(tmp_path):
+    result = make_synthetic_dataset(
+        tmp_path,
+        n=24,
+        seed=0,
+        size=16,
+        num_frames=2,
+        colors=["red", "blue"],
+        shapes=["circle"],
+        directions=["left", "right", "up"],
+        val_fraction=0.25,
+    )
+    rows = load_manifest(result.all_manifest).rows
+    assert Counter(r.caption for r in rows) == {c: 4 for c in result.captions}
+    assert result.num_val == 6 and result.num_train == 18
+
+
+def test_ground_truth_is_recovered_from_decoded_clips(synth):
+    rows = load_manifest(synth.all_manifest).rows
+    wrong = Counter()
+    for row in rows:
+        path = synth.root / row.video
+        analysis = analyze_clip(read_image(path) if row.is_image else read_video(path))
+        for field in ("color", "direction"):
+            wrong[field] += getattr(analysis, field) != row.extra[field]
+        wrong["shape"] += analysis.shape != row.extra["shape"]
+        if not row.is_image:
+            dx = float(row.extra["end_x"]) - float(row.extra["start_x"])
+            dy = float(row.extra["end_y"]) - float(row.extra["start_y"])
+            assert np.hypot(analysis.displacement[0] - dx, analysis.displacement[1] - dy) < 3.0, row.video
+    assert wrong["color"] == 0 and wrong["direction"] == 0
+    assert wrong["shape"] <= len(rows) // 10
+
+
+def test_analysis_reads_model_layout_from_the_dataset(synth):
+    dataset = VideoDataset(synth.train_manifest, num_frames=16, start="center")
+    for i in range(5):
+        row = dataset.row(i)
+        analysis = analyze_clip(dataset[i]["video"])  # (3, T, H, W) float in [-1, 1]
+        assert analysis.matches(color=row.extra["color"], direction=row.extra["direction"])
+
+
+def test_analysis_of_rendered_frames_and_of_a_static_shape():
+    spec = ClipSpec(
+        "magenta",
+        "square",
+        "left",
+        (48, 64),
+        10,
+        radius=7.0,
+        start=(50.0, 20.0),
+        end=(14.0, 20.0),
+        background="stripes",
+        background_seed=1,
+    )
+    frames = render_clip(spec)
+    analysis = analyze_clip(frames)
+    assert (analysis.color, analysis.shape, analysis.direction) == ("magenta", "square", "left")
+    assert analysis.displacement[0] == pytest.approx(-36.0, abs=0.5) and abs(analysis.displacement[1]) < 0.5
+    assert analysis.coverage == pytest.approx(np.pi * 0 + (2 * 7 * 0.886) ** 2 / (48 * 64), rel=0.15)
+    still = render_clip(
+        ClipSpec("green", "circle", None, (32, 32), 4, 6.0, (16.0, 16.0), (16.0, 16.0), "blobs", 2)
+    )
+    assert analyze_clip(still).direction == "none"
+    grey = np.full((4, 16, 16, 3), 120, np.uint8)
+    assert analyze_clip(grey).color is None
+    assert set(COLORS) >= {"red", "green", "blue", "yellow"}
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="colors must be a non-empty subset"):
+        make_synthetic_dataset("/nonexistent", colors=["purple"])
+    with pytest.raises(ValueError, match="holdout captions"):
+        make_synthetic_dataset("/nonexistent", holdout_captions=["a red cube moving left"])
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        make_synthetic_dataset("/nonexistent", num_frames=1)
