@@ -77,7 +77,10 @@ def test_ints_are_accepted_for_float_fields_and_strings_are_not_coerced():
 
 
 def test_override_parsing_builds_nested_mappings():
-    assert apply_overrides({"a": {"b": 1, "c": 2}}, ["a.b=3", "d=[1, 2]"]) == {"a": {"b": 3, "c": 2}, "d": [1, 2]}
+    assert apply_overrides({"a": {"b": 1, "c": 2}}, ["a.b=3", "d=[1, 2]"]) == {
+        "a": {"b": 3, "c": 2},
+        "d": [1, 2],
+    }
 
 
 def test_extends_cycle_and_missing_parent_are_reported(tmp_path):

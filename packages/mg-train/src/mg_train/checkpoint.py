@@ -34,19 +34,25 @@ class CheckpointManager:
         self.directory = Path(directory)
         self.keep_last = keep_last
 
-    def save(self, step: int, arrays: Mapping[str, Mapping[str, np.ndarray]], state: Mapping[str, Any]) -> Path:
+    def save(
+        self, step: int, arrays: Mapping[str, Mapping[str, np.ndarray]], state: Mapping[str, Any]
+    ) -> Path:
         """Write `arrays[group]` to `<group>.safetensors` and `state` to state.json for `step`; prune old ones."""
         for group, tensors in arrays.items():
             bad = [name for name, value in tensors.items() if not np.all(np.isfinite(value))]
             if bad:
-                raise NonFiniteWeightsError(f"refusing to save step {step}: non-finite values in {group}: {bad[:5]}")
+                raise NonFiniteWeightsError(
+                    f"refusing to save step {step}: non-finite values in {group}: {bad[:5]}"
+                )
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / f"{PREFIX}{step:08d}"
         tmp = self.directory / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         for group, tensors in arrays.items():
-            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / f"{group}.safetensors"))
+            save_file(
+                {k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / f"{group}.safetensors")
+            )
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=1, default=_json_default))
         for file in tmp.iterdir():
             _fsync(file)
@@ -66,7 +72,9 @@ class CheckpointManager:
         if not self.directory.is_dir():
             return []
         found = [p for p in self.directory.iterdir() if p.is_dir() and p.name.startswith(PREFIX)]
-        return sorted((p for p in found if (p / STATE_FILE).is_file()), key=lambda p: int(p.name[len(PREFIX) :]))
+        return sorted(
+            (p for p in found if (p / STATE_FILE).is_file()), key=lambda p: int(p.name[len(PREFIX) :])
+        )
 
     def latest(self) -> Path | None:
         found = self.list()

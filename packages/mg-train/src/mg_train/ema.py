@@ -21,7 +21,9 @@ class EMA:
         self.decay = decay
         self.params = list(params)
         self.names = [p.name for p in self.params]
-        self.shadow = [Parameter(p.value().copy(), name=f"ema.{p.name}", requires_grad=False) for p in self.params]
+        self.shadow = [
+            Parameter(p.value().copy(), name=f"ema.{p.name}", requires_grad=False) for p in self.params
+        ]
 
     def update(self) -> None:
         for shadow, param in zip(self.shadow, self.params):

@@ -6,7 +6,9 @@ import math
 from dataclasses import dataclass
 
 
-def learning_rate(step: int, base_lr: float, warmup_steps: int, schedule: str, total_steps: int, min_lr: float) -> float:
+def learning_rate(
+    step: int, base_lr: float, warmup_steps: int, schedule: str, total_steps: int, min_lr: float
+) -> float:
     """The learning rate for optimizer step `step` (0-based) before any plateau reduction."""
     if warmup_steps > 0 and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
@@ -47,4 +49,8 @@ class PlateauReducer:
         return {"scale": self.scale, "best": self.best, "bad_checks": self.bad_checks}
 
     def load_state_dict(self, state: dict) -> None:
-        self.scale, self.best, self.bad_checks = float(state["scale"]), float(state["best"]), int(state["bad_checks"])
+        self.scale, self.best, self.bad_checks = (
+            float(state["scale"]),
+            float(state["best"]),
+            int(state["bad_checks"]),
+        )

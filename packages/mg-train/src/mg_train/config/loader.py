@@ -169,7 +169,9 @@ def _convert(tp: Any, value: Any, origin: str, key: str) -> Any:
             raise ConfigError(f"{origin}: '{key}' must be a list ({_type_name(tp)}), got {value!r}")
         if origin_tp is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
-                raise ConfigError(f"{origin}: '{key}' must have {len(args)} items, got {len(value)}: {value!r}")
+                raise ConfigError(
+                    f"{origin}: '{key}' must have {len(args)} items, got {len(value)}: {value!r}"
+                )
             return tuple(_convert(a, v, origin, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
         item_tp = args[0] if args else Any
         items = [_convert(item_tp, v, origin, f"{key}[{i}]") for i, v in enumerate(value)]
@@ -178,7 +180,10 @@ def _convert(tp: Any, value: Any, origin: str, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{origin}: '{key}' must be a mapping, got {value!r}")
         kt, vt = args if args else (Any, Any)
-        return {_convert(kt, k, origin, f"{key}.{k}"): _convert(vt, v, origin, f"{key}.{k}") for k, v in value.items()}
+        return {
+            _convert(kt, k, origin, f"{key}.{k}"): _convert(vt, v, origin, f"{key}.{k}")
+            for k, v in value.items()
+        }
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{origin}: '{key}' must be a number, got {value!r}")
