@@ -89,7 +89,7 @@ def test_extends_cycle_and_missing_parent_are_reported(tmp_path):
     with pytest.raises(ConfigError, match="cycle"):
         load_config(Run, tmp_path / "a.yaml")
     (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
-    with pytest.raises(ConfigError, match="extends 'missing.yaml', which does not exist"):
+    with pytest.raises(ConfigError, match=r"extends 'missing\.yaml', which does not exist"):
         load_config(Run, tmp_path / "c.yaml")
 
 

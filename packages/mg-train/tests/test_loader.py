@@ -6,8 +6,8 @@ import itertools
 
 import numpy as np
 import pytest
-from mg_data import BucketBatchSampler, BucketConfig, VideoDataset, make_synthetic_dataset
 
+from mg_data import BucketBatchSampler, BucketConfig, VideoDataset, make_synthetic_dataset
 from mg_train.loader import BatchLoader
 
 
@@ -41,7 +41,7 @@ def test_batches_cross_epochs_and_match_direct_dataset_access(synth):
 def test_workers_give_identical_batches(synth):
     plain = _take(_loader(synth, 0), 5)
     workers = _take(_loader(synth, 2), 5)
-    for a, b in zip(plain, workers):
+    for a, b in zip(plain, workers, strict=True):
         np.testing.assert_array_equal(a["index"], b["index"])
         np.testing.assert_array_equal(a["video"], b["video"])
 
@@ -53,6 +53,6 @@ def test_resume_replays_the_continuous_run(synth):
     state = first.state_dict()
     resumed = _loader(synth)
     resumed.load_state_dict(state)
-    for a, b in zip(continuous[4:], _take(resumed, 5)):
+    for a, b in zip(continuous[4:], _take(resumed, 5), strict=True):
         np.testing.assert_array_equal(a["index"], b["index"])
         np.testing.assert_array_equal(a["video"], b["video"])

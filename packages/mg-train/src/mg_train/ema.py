@@ -26,21 +26,21 @@ class EMA:
         ]
 
     def update(self) -> None:
-        for shadow, param in zip(self.shadow, self.params):
+        for shadow, param in zip(self.shadow, self.params, strict=True):
             ops.assign(shadow, shadow * self.decay + param * (1.0 - self.decay))
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {name: shadow.asnumpy() for name, shadow in zip(self.names, self.shadow)}
+        return {name: shadow.asnumpy() for name, shadow in zip(self.names, self.shadow, strict=True)}
 
     def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
         missing = [n for n in self.names if n not in arrays]
         if missing:
             raise KeyError(f"EMA state lacks {len(missing)} parameters, e.g. {missing[:3]}")
-        for name, shadow in zip(self.names, self.shadow):
+        for name, shadow in zip(self.names, self.shadow, strict=True):
             shadow.set_data(Tensor(arrays[name], shadow.dtype))
 
     def copy_to(self, params: Iterable[Parameter]) -> None:
         """Overwrite `params` (matched by name) with the averaged values."""
-        by_name = dict(zip(self.names, self.shadow))
+        by_name = dict(zip(self.names, self.shadow, strict=True))
         for param in params:
             param.set_data(by_name[param.name].value().copy())

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+
 from mg_data import BucketBatchSampler, VideoDataset, collate
 
 
@@ -61,7 +62,7 @@ class BatchLoader:
             source = _EpochBatches(self.dataset, plan, epoch, self.keys)
             for arrays in self._run(source):
                 self.consumed += 1
-                yield dict(zip(self.keys, arrays))
+                yield dict(zip(self.keys, arrays, strict=True))
 
     def _run(self, source: _EpochBatches) -> Iterator[tuple[np.ndarray, ...]]:
         if self.num_workers <= 0 or len(source) == 0:

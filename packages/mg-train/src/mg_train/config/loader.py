@@ -172,7 +172,10 @@ def _convert(tp: Any, value: Any, origin: str, key: str) -> Any:
                 raise ConfigError(
                     f"{origin}: '{key}' must have {len(args)} items, got {len(value)}: {value!r}"
                 )
-            return tuple(_convert(a, v, origin, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+            return tuple(
+                _convert(a, v, origin, f"{key}[{i}]")
+                for i, (a, v) in enumerate(zip(args, value, strict=True))
+            )
         item_tp = args[0] if args else Any
         items = [_convert(item_tp, v, origin, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin_tp is tuple or tp is tuple else items
