@@ -9,6 +9,7 @@ when the checkpoint has one, the projection of the pooled state into the joint i
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
 import mindspore as ms
@@ -243,7 +244,7 @@ class CLIPTextEncoder(nn.Cell):
         write_safetensors(os.path.join(folder, SAFETENSORS), tensors)
         write_json(os.path.join(folder, CONFIG), self.config.to_hf())
 
-    def init_weights(self, seed: int) -> CLIPTextEncoder:
+    def init_weights(self, seed: int | Sequence[int]) -> CLIPTextEncoder:
         """Random weights, deterministic by seed: unit-variance tokens, 0.2-std positions, 1/sqrt(fan_in) linears.
 
         Token embeddings are larger than CLIP's own initialisation so that a random model keeps prompts apart.

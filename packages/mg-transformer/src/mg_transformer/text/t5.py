@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
 import mindspore as ms
@@ -260,7 +261,7 @@ class T5Encoder(nn.Cell):
         write_safetensors(os.path.join(folder, SAFETENSORS), tensors)
         write_json(os.path.join(folder, CONFIG), self.config.to_hf())
 
-    def init_weights(self, seed: int) -> T5Encoder:
+    def init_weights(self, seed: int | Sequence[int]) -> T5Encoder:
         """Random weights, deterministic by seed, with T5's scales (unit-variance embeddings, 1/sqrt(fan) else)."""
         rng = np.random.default_rng(seed)
         c = self.config
