@@ -38,11 +38,12 @@ def _corpus() -> list[str]:
     return lines + PROMPTS
 
 
-def shared_data_dir() -> Path | None:
-    """The project's shared data folder (`../shared/data` beside the repository, or /work/shared/data)."""
+@pytest.fixture(scope="session")
+def shared_data() -> Path | None:
+    """The project's shared data folder (`shared/data` beside the repository or above it), or None."""
     here = Path(__file__).resolve()
     candidates = [Path(os.environ["MG_SHARED_DIR"]) / "data"] if "MG_SHARED_DIR" in os.environ else []
-    candidates += [p / "shared" / "data" for p in here.parents] + [Path("/work/shared/data")]
+    candidates += [p / "shared" / "data" for p in here.parents]
     for candidate in candidates:
         if (candidate / "moviegen_video_bench").is_dir():
             return candidate
