@@ -10,11 +10,55 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-WORDS = (
-    "a an the red green blue yellow purple orange white black circle square triangle star ball cube "
-    "moves moving slides rolls left right up down across over under on in of with and slowly quickly "
-    "background sign that says cat dog runs jumps bright dark small large"
-).split()
+WORDS = [
+    "a",
+    "an",
+    "the",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "purple",
+    "orange",
+    "white",
+    "black",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "ball",
+    "cube",
+    "moves",
+    "moving",
+    "slides",
+    "rolls",
+    "left",
+    "right",
+    "up",
+    "down",
+    "across",
+    "over",
+    "under",
+    "on",
+    "in",
+    "of",
+    "with",
+    "and",
+    "slowly",
+    "quickly",
+    "background",
+    "sign",
+    "that",
+    "says",
+    "cat",
+    "dog",
+    "runs",
+    "jumps",
+    "bright",
+    "dark",
+    "small",
+    "large",
+]
 
 PROMPTS = [
     "a red circle moving left",
@@ -22,7 +66,7 @@ PROMPTS = [
     "",
     "the dog jumps over a bright yellow star, slowly",
     "Ünïcödé prompt with émojis 🎬 and CAPITALS",
-    "a sign that says \"OPEN\" in green",
+    'a sign that says "OPEN" in green',
 ]
 
 
@@ -66,7 +110,9 @@ def unigram_tokenizer_dir(tmp_path_factory, torch):
 
     tok = Tokenizer(models.Unigram())
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=150, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>")
+    trainer = trainers.UnigramTrainer(
+        vocab_size=150, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
+    )
     tok.train_from_iterator(_corpus(), trainer)
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     folder = tmp_path_factory.mktemp("unigram_tok")

@@ -7,7 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from mg_transformer.text import ENCODER_NAMES, TextEmbedder, TextTruncationWarning, read_cache_entry, read_meta
+from mg_transformer.text import (
+    ENCODER_NAMES,
+    TextEmbedder,
+    TextTruncationWarning,
+    read_cache_entry,
+    read_meta,
+)
 
 KEYS = ["clips/a.npz", "clips/b", "images/sub/c.npz"]
 PROMPTS = ["a red circle moving left", "a blue square moving right on white", "a green star"]
@@ -33,15 +39,20 @@ def test_layout_and_meta(tiny, written):
         "format": "mg-text-emb",
         "version": 1,
         "encoders": {
-            name: {"dim": tiny.dims[name], "max_length": 64, "model": "preset:tiny:seed=0"} for name in ENCODER_NAMES
+            name: {"dim": tiny.dims[name], "max_length": 64, "model": "preset:tiny:seed=0"}
+            for name in ENCODER_NAMES
         },
     }
     files = sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file())
     expected = ["meta.json"] + [
-        f"{name}/{key}" for name in ENCODER_NAMES for key in ("__null__.npz", "clips/a.npz", "clips/b.npz", "images/sub/c.npz")
+        f"{name}/{key}"
+        for name in ENCODER_NAMES
+        for key in ("__null__.npz", "clips/a.npz", "clips/b.npz", "images/sub/c.npz")
     ]
     assert files == sorted(expected)  # no temporary files left behind
-    assert report.written == dict.fromkeys(ENCODER_NAMES, 3) and report.skipped == dict.fromkeys(ENCODER_NAMES, 0)
+    assert report.written == dict.fromkeys(ENCODER_NAMES, 3) and report.skipped == dict.fromkeys(
+        ENCODER_NAMES, 0
+    )
 
 
 def test_entries_hold_real_tokens_and_match_embed(tiny, written):
@@ -98,7 +109,9 @@ def test_a_cache_of_another_model_is_refused(tiny, tmp_path):
     with pytest.raises(ValueError, match=r"encoder 'ul2' was cached with .*preset:tiny:seed=0"):
         other.write_cache(tmp_path, KEYS[:1], PROMPTS[:1], progress=False)
     # a new encoder joins the existing meta.json
-    TextEmbedder({"ul2": "tiny"}, max_lengths={"ul2": 64}).write_cache(tmp_path, KEYS[:1], PROMPTS[:1], progress=False)
+    TextEmbedder({"ul2": "tiny"}, max_lengths={"ul2": 64}).write_cache(
+        tmp_path, KEYS[:1], PROMPTS[:1], progress=False
+    )
     assert set(read_meta(tmp_path)["encoders"]) == set(ENCODER_NAMES)
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "meta.json").write_text(json.dumps({"format": "mg-latents", "version": 1}))
@@ -111,20 +124,32 @@ def test_float16_entries(tmp_path):
     embedder.write_cache(tmp_path, ["k"], ["a cat"], dtype="float16", progress=False)
     with np.load(tmp_path / "metaclip" / "k.npz") as data:
         assert data["text_emb"].dtype == np.float16
-        np.testing.assert_allclose(data["text_emb"], embedder.embed(["a cat"])["metaclip"][0][0, :6], rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(
+            data["text_emb"], embedder.embed(["a cat"])["metaclip"][0][0, :6], rtol=2e-3, atol=2e-3
+        )
 
 
 def test_truncation_is_reported_per_key(tmp_path):
     embedder = TextEmbedder.tiny(names=["byt5"], max_lengths={"byt5": 10})
-    with pytest.warns(TextTruncationWarning, match=r"byt5: 1 of 2 prompts exceed max_length 10 .* key 'long' lost the most \(6 tokens: 'ABCDEF'\)"):
-        report = embedder.write_cache(tmp_path, ["short", "long"], ["tiny", "abcdefghiABCDEF"], progress=False)
+    with pytest.warns(
+        TextTruncationWarning,
+        match=r"byt5: 1 of 2 prompts exceed max_length 10 .* key 'long' lost the most \(6 tokens: 'ABCDEF'\)",
+    ):
+        report = embedder.write_cache(
+            tmp_path, ["short", "long"], ["tiny", "abcdefghiABCDEF"], progress=False
+        )
     assert report.truncated == {"byt5": [("long", 6)]}
     with np.load(tmp_path / "byt5" / "long.npz") as data:
         assert data["text_emb"].shape[0] == 10
 
 
 def test_bad_keys_and_arguments(tiny, tmp_path):
-    for key, match in [("/abs/x", "relative path"), ("a/../../x", "relative path"), ("__null__", "reserved"), ("", "non-empty")]:
+    for key, match in [
+        ("/abs/x", "relative path"),
+        ("a/../../x", "relative path"),
+        ("__null__", "reserved"),
+        ("", "non-empty"),
+    ]:
         with pytest.raises(ValueError, match=match):
             tiny.write_cache(tmp_path, [key], ["p"], progress=False)
     with pytest.raises(ValueError, match="appears twice"):
@@ -157,6 +182,6 @@ def test_movie_gen_bench_prompts_truncate_as_counted(tmp_path, shared_data):
     embedder = TextEmbedder.tiny(names=["byt5"], max_lengths={"byt5": 100})
     with pytest.warns(TextTruncationWarning):
         report = embedder.write_cache(tmp_path, keys, prompts, batch_size=8, progress=False)
-    expected = [(k, len(p.encode()) - 99) for k, p in zip(keys, prompts) if len(p.encode()) > 99]
+    expected = [(k, len(p.encode()) - 99) for k, p in zip(keys, prompts, strict=True) if len(p.encode()) > 99]
     assert expected, "the bench prompts should be longer than ByT5's 100 tokens"
     assert sorted(report.truncated["byt5"]) == sorted(expected)

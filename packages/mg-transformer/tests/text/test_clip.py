@@ -31,7 +31,9 @@ def test_clip_matches_transformers_with_padding_and_long_positions(hf_clip, torc
     np.testing.assert_allclose(
         states.asnumpy() * real, expected.last_hidden_state.numpy() * real, atol=1e-4, rtol=1e-4
     )
-    np.testing.assert_allclose(ours.project(pooled).asnumpy(), expected.text_embeds.numpy(), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(
+        ours.project(pooled).asnumpy(), expected.text_embeds.numpy(), atol=1e-4, rtol=1e-4
+    )
     # pooled = the state at the last real token
     np.testing.assert_allclose(pooled.asnumpy()[2], states.asnumpy()[2, 2], atol=1e-6)
 
@@ -110,12 +112,22 @@ def test_config_errors():
         CLIPTextConfig.from_hf({"model_type": "t5"}, source="m/config.json")
     with pytest.raises(ValueError, match="text_config"):
         CLIPTextConfig.from_hf({"model_type": "clip"})
-    with pytest.raises(ValueError, match="m/config.json.*activation"):
-        CLIPTextConfig.from_hf({"model_type": "clip_text_model", "hidden_act": "swiglu"}, source="m/config.json")
+    with pytest.raises(ValueError, match=r"m/config\.json.*activation"):
+        CLIPTextConfig.from_hf(
+            {"model_type": "clip_text_model", "hidden_act": "swiglu"}, source="m/config.json"
+        )
 
 
 def test_sequence_longer_than_position_table_is_rejected():
-    model = CLIPTextEncoder(CLIPTextConfig(vocab_size=10, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
-                                           num_attention_heads=2, max_position_embeddings=6))
+    model = CLIPTextEncoder(
+        CLIPTextConfig(
+            vocab_size=10,
+            hidden_size=8,
+            intermediate_size=8,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=6,
+        )
+    )
     with pytest.raises(ValueError, match="max_position_embeddings 6"):
         model(ms.Tensor(np.zeros((1, 7), np.int32)))

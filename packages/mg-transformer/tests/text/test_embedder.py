@@ -121,6 +121,7 @@ def test_subsets_max_lengths_and_null():
     assert null["ul2"][1].sum() == 1 and null["metaclip"][1].sum() == 1  # EOS only
     empty = embedder.embed([])
     assert empty["ul2"][0].shape == (0, 16, 64)
+    assert embedder.encoders["metaclip"].encode([]).emb.shape == (0, 64, 32)
 
 
 def test_bad_arguments_are_named():
@@ -134,7 +135,7 @@ def test_bad_arguments_are_named():
         TextEmbedder({"byt5": "tiny"}, byt5_text="quotes")
     with pytest.raises(ValueError, match="unknown preset size 'huge'"):
         TextEmbedder({"byt5": "preset:huge:seed=0"})
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
         TextEmbedder({"byt5": "."})
     embedder = TextEmbedder.tiny(names=["byt5"])
     with pytest.raises(TypeError, match="wrap a single prompt"):
@@ -143,3 +144,15 @@ def test_bad_arguments_are_named():
         embedder.embed(["a", 3])
     with pytest.raises(ValueError, match="named 'ul2'"):
         TextEmbedder({"byt5": TextEncoder.preset("ul2")})
+
+
+def test_half_precision_weights_stay_close_to_float32():
+    import mindspore as ms
+
+    prompts = ["a red circle moving left", "a cat"]  # the second is padded: masks must survive float16
+    for name in ENCODER_NAMES:
+        full = TextEncoder.preset(name, "tiny", seed=0).encode(prompts)
+        half = TextEncoder.preset(name, "tiny", seed=0, dtype=ms.float16).encode(prompts)
+        assert np.isfinite(half.emb).all()
+        scale = np.abs(full.emb).max()
+        np.testing.assert_allclose(half.emb, full.emb, atol=0.02 * scale)

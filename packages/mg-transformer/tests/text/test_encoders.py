@@ -15,7 +15,9 @@ def hf_masked_states(folder, model, torch, prompts, max_length):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    batch = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+    batch = tokenizer(
+        prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+    )
     with torch.no_grad():
         states = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     mask = batch["attention_mask"].numpy()
@@ -38,7 +40,9 @@ def byt5_folder(hf_t5, torch, tmp_path_factory):
 
 @pytest.mark.parametrize("encoder", ["ul2", "byt5", "metaclip"])
 def test_text_encoder_matches_transformers_pipeline(request, torch, prompts, encoder):
-    folder, model = request.getfixturevalue({"ul2": "ul2_folder", "byt5": "byt5_folder", "metaclip": "hf_clip"}[encoder])
+    folder, model = request.getfixturevalue(
+        {"ul2": "ul2_folder", "byt5": "byt5_folder", "metaclip": "hf_clip"}[encoder]
+    )
     max_length = {"ul2": 12, "byt5": 30, "metaclip": 12}[encoder]  # short enough that some prompts truncate
     ours = TextEncoder.from_pretrained(encoder, folder, max_length=max_length)
     out = ours.encode(prompts)

@@ -33,7 +33,9 @@ def test_bfloat16_is_widened_exactly(torch, tmp_path):
 
     values = torch.randn(4, 9).to(torch.bfloat16)
     save_torch({"w": values}, str(tmp_path / "b.safetensors"))
-    np.testing.assert_array_equal(SafetensorsFile(tmp_path / "b.safetensors").get("w"), values.float().numpy())
+    np.testing.assert_array_equal(
+        SafetensorsFile(tmp_path / "b.safetensors").get("w"), values.float().numpy()
+    )
 
 
 def test_damaged_files_are_named(tmp_path):
@@ -48,13 +50,15 @@ def test_damaged_files_are_named(tmp_path):
 
 
 def test_weight_folder_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no model.safetensors"):
+    with pytest.raises(FileNotFoundError, match=r"no model\.safetensors"):
         HFWeights(tmp_path)
     (tmp_path / "pytorch_model.bin").write_bytes(b"\0")
     with pytest.raises(FileNotFoundError, match=r"pytorch_model\.bin.*safe_serialization=True"):
         HFWeights(tmp_path)
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "gone.safetensors"}}))
-    with pytest.raises(FileNotFoundError, match="names shard 'gone.safetensors'"):
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "gone.safetensors"}})
+    )
+    with pytest.raises(FileNotFoundError, match=r"names shard 'gone\.safetensors'"):
         HFWeights(tmp_path)
 
 
@@ -80,22 +84,30 @@ def test_missing_tensor_is_named(saved_tiny):
 
 def test_shape_mismatch_is_named(saved_tiny):
     _rewrite(saved_tiny, lambda t: t.update({"encoder.final_layer_norm.weight": np.ones(47, np.float32)}))
-    with pytest.raises(ValueError, match=r"'encoder\.final_layer_norm\.weight' has shape \(47,\).*expects \(48,\)"):
+    with pytest.raises(
+        ValueError, match=r"'encoder\.final_layer_norm\.weight' has shape \(47,\).*expects \(48,\)"
+    ):
         T5Encoder.from_pretrained(saved_tiny)
 
 
 def test_unexpected_tensor_needs_strict_false(saved_tiny):
     _rewrite(saved_tiny, lambda t: t.update({"encoder.block.0.layer.2.extra.weight": np.ones(3, np.float32)}))
-    with pytest.raises(KeyError, match="does not use: encoder.block.0.layer.2.extra.weight"):
+    with pytest.raises(KeyError, match=r"does not use: encoder\.block\.0\.layer\.2\.extra\.weight"):
         T5Encoder.from_pretrained(saved_tiny)
     T5Encoder.from_pretrained(saved_tiny, strict=False)
     # weights of other parts of a checkpoint (a decoder, an LM head) never count as unexpected
-    _rewrite(saved_tiny, lambda t: (t.pop("encoder.block.0.layer.2.extra.weight"), t.update({"lm_head.weight": np.ones(2, np.float32)})))
+    _rewrite(
+        saved_tiny,
+        lambda t: (
+            t.pop("encoder.block.0.layer.2.extra.weight"),
+            t.update({"lm_head.weight": np.ones(2, np.float32)}),
+        ),
+    )
     T5Encoder.from_pretrained(saved_tiny)
 
 
 def test_config_errors_name_the_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
         T5Encoder.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text("{")
     with pytest.raises(ValueError, match=r"config\.json: not valid JSON"):

@@ -14,7 +14,9 @@ from mg_transformer.text.t5 import relative_position_buckets
 
 def hf_states(model, torch, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        out = model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask.astype(np.int64)))
+        out = model(
+            input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask.astype(np.int64))
+        )
     return out.last_hidden_state.numpy()
 
 
@@ -67,7 +69,9 @@ def test_full_seq2seq_checkpoint_loads_its_encoder(hf_t5, torch):
     ours = T5Encoder.from_pretrained(folder)
     ids, mask = random_batch(150, [30, 12], 30, seed=1)
     np.testing.assert_allclose(
-        ours(ms.Tensor(ids), ms.Tensor(mask)).asnumpy(), hf_states(reference_encoder, torch, ids, mask), atol=1e-4
+        ours(ms.Tensor(ids), ms.Tensor(mask)).asnumpy(),
+        hf_states(reference_encoder, torch, ids, mask),
+        atol=1e-4,
     )
 
 
@@ -84,7 +88,7 @@ def test_sharded_safetensors_index(hf_t5, torch):
 
 
 def test_bfloat16_checkpoint(hf_t5, torch, tmp_path):
-    folder, reference = hf_t5("gated-gelu")
+    _, reference = hf_t5("gated-gelu")
     import copy
 
     bf16 = copy.deepcopy(reference).to(torch.bfloat16)
@@ -114,7 +118,9 @@ def test_save_pretrained_is_read_by_transformers(torch, tmp_path):
 def test_umt5_and_bad_feed_forward_are_rejected():
     with pytest.raises(ValueError, match="umt5"):
         T5EncoderConfig.from_hf({"model_type": "umt5"}, source="x/config.json")
-    with pytest.raises(ValueError, match="x/config.json.*feed_forward_proj"):
-        T5EncoderConfig.from_hf({"model_type": "t5", "feed_forward_proj": "gelu-gated"}, source="x/config.json")
+    with pytest.raises(ValueError, match=r"x/config\.json.*feed_forward_proj"):
+        T5EncoderConfig.from_hf(
+            {"model_type": "t5", "feed_forward_proj": "gelu-gated"}, source="x/config.json"
+        )
     with pytest.raises(ValueError, match="not a T5 model"):
         T5EncoderConfig.from_hf({"model_type": "bert"})

@@ -12,7 +12,9 @@ from mg_transformer.text.tokenization import pad_batch
 
 
 def hf_ids(tokenizer, prompts, max_length):
-    out = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="np")
+    out = tokenizer(
+        prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="np"
+    )
     return out["input_ids"], out["attention_mask"]
 
 
@@ -71,6 +73,13 @@ def test_tokenizer_json_overflow_is_counted_and_located(unigram_tokenizer_dir):
 def test_load_tokenizer_recognises_byt5_folders_and_explains_missing_files(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "ByT5Tokenizer"}))
     assert isinstance(load_tokenizer(tmp_path), ByteTokenizer)
+    # or the model's config.json names it, or nothing but ByT5's vocabulary size says it
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    assert isinstance(load_tokenizer(bare, model_config={"tokenizer_class": "ByT5Tokenizer"}), ByteTokenizer)
+    assert isinstance(load_tokenizer(bare, model_config={"vocab_size": 384}), ByteTokenizer)
+    with pytest.raises(FileNotFoundError, match="tokenizer_class None"):
+        load_tokenizer(bare, model_config={"vocab_size": 32128})
     other = tmp_path / "spm"
     other.mkdir()
     (other / "spiece.model").write_bytes(b"\0")

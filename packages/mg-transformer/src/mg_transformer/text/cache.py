@@ -44,7 +44,9 @@ def normalize_key(key: str) -> str:
     text = text[: -len(".npz")] if text.endswith(".npz") else text
     path = PurePosixPath(text)
     if path.is_absolute() or ".." in path.parts or not path.parts:
-        raise ValueError(f"cache key {key!r}: expected a relative path inside the cache (no leading '/', no '..')")
+        raise ValueError(
+            f"cache key {key!r}: expected a relative path inside the cache (no leading '/', no '..')"
+        )
     normalized = str(path)
     if normalized == NULL_KEY:
         raise ValueError(f"cache key {key!r} is reserved for the empty prompt")
@@ -68,7 +70,9 @@ def read_meta(cache_dir: str | os.PathLike) -> dict | None:
     if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
         raise ValueError(f"{path}: not a text-embedding cache (expected format {CACHE_FORMAT!r})")
     if meta.get("version") != CACHE_VERSION:
-        raise ValueError(f"{path}: cache version {meta.get('version')!r}, this writer handles {CACHE_VERSION}")
+        raise ValueError(
+            f"{path}: cache version {meta.get('version')!r}, this writer handles {CACHE_VERSION}"
+        )
     if not isinstance(meta.get("encoders"), dict):
         raise ValueError(f"{path}: expected an 'encoders' object")
     return meta
@@ -89,11 +93,15 @@ def update_meta(cache_dir: str | os.PathLike, encoders: Mapping[str, dict]) -> d
     return meta
 
 
-def write_entry(path: str | os.PathLike, emb: np.ndarray, tokens: np.ndarray, dtype: type = np.float32) -> None:
+def write_entry(
+    path: str | os.PathLike, emb: np.ndarray, tokens: np.ndarray, dtype: type = np.float32
+) -> None:
     """Write one entry of n real tokens: text_emb (n, D), mask (n,) ones, tokens (n,) int32; atomically."""
     emb = np.asarray(emb)
     if emb.ndim != 2 or len(tokens) != emb.shape[0]:
-        raise ValueError(f"{path}: expected text_emb (n, D) and tokens (n,), got {emb.shape} and {np.shape(tokens)}")
+        raise ValueError(
+            f"{path}: expected text_emb (n, D) and tokens (n,), got {emb.shape} and {np.shape(tokens)}"
+        )
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(
             f,
@@ -194,8 +202,14 @@ def write_text_cache(
         null_path = entry_path(cache_dir, name, NULL_KEY)
         if not (skip_existing and null_path.is_file()):
             null = encoder.encode(embedder.prepare(name, [""]))
-            write_entry(null_path, null.emb[0, : null.lengths[0]], null.tokens[0, : null.lengths[0]], _DTYPES[dtype])
-        todo = [i for i, key in enumerate(keys) if not (skip_existing and entry_path(cache_dir, name, key).is_file())]
+            write_entry(
+                null_path, null.emb[0, : null.lengths[0]], null.tokens[0, : null.lengths[0]], _DTYPES[dtype]
+            )
+        todo = [
+            i
+            for i, key in enumerate(keys)
+            if not (skip_existing and entry_path(cache_dir, name, key).is_file())
+        ]
         todo.sort(key=lambda i: len(prompts[i]))  # batches of similar length compute less padding
         report.skipped[name] = len(keys) - len(todo)
         show(
@@ -210,7 +224,12 @@ def write_text_cache(
             out = encoder.encode(embedder.prepare(name, [prompts[i] for i in batch]))
             for row, i in enumerate(batch):
                 n = int(out.lengths[row])
-                write_entry(entry_path(cache_dir, name, keys[i]), out.emb[row, :n], out.tokens[row, :n], _DTYPES[dtype])
+                write_entry(
+                    entry_path(cache_dir, name, keys[i]),
+                    out.emb[row, :n],
+                    out.tokens[row, :n],
+                    _DTYPES[dtype],
+                )
                 if out.dropped[row]:
                     cut.append((keys[i], out.dropped[row], out.dropped_text[row]))
             done += len(batch)

@@ -168,10 +168,10 @@ class CLIPTextEncoder(nn.Cell):
             )
         pos = ops.arange(s, dtype=ms.int32)
         x = self.token_embedding(input_ids) + self.position_embedding(pos)[None]
-        causal = (pos[None, :] > pos[:, None]).astype(x.dtype) * MASK_BIAS  # key after query: blocked
+        causal = (pos[None, :] > pos[:, None]).astype(ms.float32) * MASK_BIAS  # key after query: blocked
         bias = causal[None, None]
         if attention_mask is not None:
-            keep = attention_mask.astype(x.dtype)
+            keep = attention_mask.astype(ms.float32)
             bias = bias + (1.0 - keep)[:, None, None, :] * MASK_BIAS
             last = keep.sum(-1).astype(ms.int32) - 1
         else:

@@ -51,7 +51,9 @@ class TextEmbedder:
         byt5_text: str = "full",
     ) -> None:
         if not encoders:
-            raise ValueError(f"no text encoders given; expected a mapping with any of {', '.join(ENCODER_NAMES)}")
+            raise ValueError(
+                f"no text encoders given; expected a mapping with any of {', '.join(ENCODER_NAMES)}"
+            )
         max_lengths = dict(max_lengths or {})
         for name in list(encoders) + list(max_lengths):
             check_encoder_name(name)
@@ -67,10 +69,14 @@ class TextEmbedder:
                 if source.name != name:
                     raise ValueError(f"encoder given for {name!r} is named {source.name!r}")
                 if limit is not None and limit != source.max_length:
-                    raise ValueError(f"{name}: max_lengths says {limit} but the given encoder has {source.max_length}")
+                    raise ValueError(
+                        f"{name}: max_lengths says {limit} but the given encoder has {source.max_length}"
+                    )
                 self.encoders[name] = source
             else:
-                self.encoders[name] = TextEncoder.from_source(name, source, seed=seed, max_length=limit, dtype=dtype)
+                self.encoders[name] = TextEncoder.from_source(
+                    name, source, seed=seed, max_length=limit, dtype=dtype
+                )
 
     @classmethod
     def tiny(
@@ -129,7 +135,11 @@ class TextEmbedder:
                 out = encoder.encode(self.prepare(name, prompts[start : start + batch_size]))
                 embs.append(out.emb)
                 masks.append(out.mask)
-                cut += [(f"prompt {start + i}", n, t) for i, (n, t) in enumerate(zip(out.dropped, out.dropped_text)) if n]
+                cut += [
+                    (f"prompt {start + i}", n, t)
+                    for i, (n, t) in enumerate(zip(out.dropped, out.dropped_text, strict=True))
+                    if n
+                ]
             if cut:
                 message = truncation_message(name, encoder.max_length, len(prompts), cut)
                 warnings.warn(message, TextTruncationWarning, stacklevel=2)

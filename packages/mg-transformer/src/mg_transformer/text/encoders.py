@@ -36,10 +36,22 @@ PRESET_SIZES = ("tiny", "small")
 # quickstart, "small" (T5-v1.1-small-like UL2, byt5-small's encoder, a CLIP-B-like MetaCLIP) for benchmarks.
 _PRESETS = {
     ("tiny", "ul2"): T5EncoderConfig(
-        vocab_size=384, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4, feed_forward_proj="gated-silu"
+        vocab_size=384,
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_heads=4,
+        feed_forward_proj="gated-silu",
     ),
     ("tiny", "byt5"): T5EncoderConfig(
-        vocab_size=384, d_model=48, d_kv=12, d_ff=96, num_layers=2, num_heads=4, feed_forward_proj="gated-gelu"
+        vocab_size=384,
+        d_model=48,
+        d_kv=12,
+        d_ff=96,
+        num_layers=2,
+        num_heads=4,
+        feed_forward_proj="gated-gelu",
     ),
     ("tiny", "metaclip"): CLIPTextConfig(
         vocab_size=384,
@@ -55,10 +67,22 @@ _PRESETS = {
         eos_token_id=ByteTokenizer.eos_id,
     ),
     ("small", "ul2"): T5EncoderConfig(
-        vocab_size=384, d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_heads=6, feed_forward_proj="gated-silu"
+        vocab_size=384,
+        d_model=512,
+        d_kv=64,
+        d_ff=1024,
+        num_layers=8,
+        num_heads=6,
+        feed_forward_proj="gated-silu",
     ),
     ("small", "byt5"): T5EncoderConfig(
-        vocab_size=384, d_model=1472, d_kv=64, d_ff=3584, num_layers=12, num_heads=6, feed_forward_proj="gated-gelu"
+        vocab_size=384,
+        d_model=1472,
+        d_kv=64,
+        d_ff=3584,
+        num_layers=12,
+        num_heads=6,
+        feed_forward_proj="gated-gelu",
     ),
     ("small", "metaclip"): CLIPTextConfig(
         vocab_size=384,
@@ -127,7 +151,9 @@ class TextEncoder:
         if max_length < 2:
             raise ValueError(f"{name}: max_length must be at least 2, got {max_length}")
         if limit is not None and max_length > limit:
-            raise ValueError(f"{name}: max_length {max_length} exceeds the model's max_position_embeddings {limit}")
+            raise ValueError(
+                f"{name}: max_length {max_length} exceeds the model's max_position_embeddings {limit}"
+            )
         self.max_length = int(max_length)
         self.source = source
 
@@ -154,6 +180,16 @@ class TextEncoder:
         if isinstance(prompts, str):
             raise TypeError("encode takes a sequence of prompts, not a single string")
         tokenized = self.tokenize(prompts)
+        if not tokenized:
+            empty = np.zeros((0, self.max_length), np.int32)
+            return EncodedText(
+                np.zeros((0, self.max_length, self.dim), np.float32),
+                empty.astype(np.uint8),
+                empty,
+                np.zeros(0, np.int64),
+                [],
+                [],
+            )
         longest = max(len(t.ids) for t in tokenized)
         run_length = min(-(-longest // 8) * 8, self.max_length)  # a multiple of 8 limits distinct shapes
         ids, mask = pad_batch(tokenized, run_length, self.tokenizer.pad_id)
@@ -188,7 +224,9 @@ class TextEncoder:
         config = read_config(folder)
         model_cls = CLIPTextEncoder if ENCODER_ARCH[name] == "clip" else T5Encoder
         model = model_cls.from_pretrained(folder, dtype=dtype, strict=strict)
-        tokenizer = load_tokenizer(folder, default_pad_id=config.get("pad_token_id") or 0)
+        tokenizer = load_tokenizer(
+            folder, default_pad_id=config.get("pad_token_id") or 0, model_config=config
+        )
         if tokenizer.vocab_size > model.config.vocab_size:
             raise ValueError(
                 f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "

@@ -43,10 +43,14 @@ class SafetensorsFile:
         with open(self.path, "rb") as f:
             head = f.read(8)
             if len(head) < 8:
-                raise ValueError(f"{self.path}: not a safetensors file (shorter than its 8-byte header length)")
+                raise ValueError(
+                    f"{self.path}: not a safetensors file (shorter than its 8-byte header length)"
+                )
             (header_len,) = struct.unpack("<Q", head)
             if header_len > size - 8:
-                raise ValueError(f"{self.path}: not a safetensors file (header length {header_len} > file size)")
+                raise ValueError(
+                    f"{self.path}: not a safetensors file (header length {header_len} > file size)"
+                )
             try:
                 header = json.loads(f.read(header_len))
             except json.JSONDecodeError as err:
@@ -59,14 +63,21 @@ class SafetensorsFile:
             if entry["dtype"] not in _NUMPY_DTYPES:
                 raise ValueError(f"{self.path}: tensor {name!r} has unsupported dtype {entry['dtype']!r}")
             if self._data_start + end > size:
-                raise ValueError(f"{self.path}: tensor {name!r} lies past the end of the file (truncated file?)")
+                raise ValueError(
+                    f"{self.path}: tensor {name!r} lies past the end of the file (truncated file?)"
+                )
             expected = int(np.prod(entry["shape"], dtype=np.int64)) * _NUMPY_DTYPES[entry["dtype"]].itemsize
             if end - begin != expected:
-                raise ValueError(f"{self.path}: tensor {name!r} has {end - begin} bytes, its shape needs {expected}")
+                raise ValueError(
+                    f"{self.path}: tensor {name!r} has {end - begin} bytes, its shape needs {expected}"
+                )
         self._map = np.memmap(self.path, dtype=np.uint8, mode="r") if size > 0 else None
 
     def keys(self) -> list[str]:
         return list(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self._entries[name]["shape"])
@@ -96,13 +107,17 @@ class HFWeights:
             try:
                 weight_map = json.loads(index.read_text())["weight_map"]
             except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{index}: expected JSON with a 'weight_map' of tensor name -> shard file") from err
+                raise ValueError(
+                    f"{index}: expected JSON with a 'weight_map' of tensor name -> shard file"
+                ) from err
             for shard in sorted(set(weight_map.values())):
                 if not (self.folder / shard).is_file():
-                    raise FileNotFoundError(f"{index} names shard {shard!r}, which is missing from {self.folder}")
+                    raise FileNotFoundError(
+                        f"{index} names shard {shard!r}, which is missing from {self.folder}"
+                    )
                 self._files[shard] = SafetensorsFile(self.folder / shard)
             for name, shard in weight_map.items():
-                if name not in self._files[shard].keys():
+                if name not in self._files[shard]:
                     raise ValueError(f"{index} places {name!r} in {shard!r}, but that shard does not hold it")
                 self._where[name] = shard
         elif single.is_file():
@@ -121,6 +136,9 @@ class HFWeights:
     def keys(self) -> list[str]:
         return list(self._where)
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
     def __contains__(self, name: str) -> bool:
         return name in self._where
 
@@ -138,7 +156,9 @@ def read_config(folder: str | os.PathLike) -> dict:
     """The parsed `config.json` of a model folder, with errors that name the folder."""
     path = Path(folder) / CONFIG
     if not Path(folder).is_dir():
-        raise FileNotFoundError(f"{folder}: not a folder (expected a Hugging Face model folder with {CONFIG})")
+        raise FileNotFoundError(
+            f"{folder}: not a folder (expected a Hugging Face model folder with {CONFIG})"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: no {CONFIG} (expected a Hugging Face model folder)")
     try:
@@ -176,7 +196,9 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
     from safetensors.numpy import save_file
 
     with atomic_path(path) as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata={"format": "np"})
+        save_file(
+            {k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata={"format": "np"}
+        )
 
 
 def load_weights_into(
@@ -205,7 +227,7 @@ def load_weights_into(
     if strict:
         used = set(names.values())
         unexpected = [
-            k for k in weights.keys() if k.startswith(owned_prefixes) and k not in used and k not in ignored
+            k for k in weights if k.startswith(owned_prefixes) and k not in used and k not in ignored
         ]
         if unexpected:
             shown = ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else "")

@@ -34,9 +34,9 @@ class RMSNorm(nn.Cell):
         self.weight = Parameter(ops.ones((dim,), dtype), name="weight")
 
     def construct(self, x: ms.Tensor) -> ms.Tensor:
-        x32 = x.astype(ms.float32)
-        variance = (x32 * x32).mean(-1, keep_dims=True)
-        return self.weight * (x32 * ops.rsqrt(variance + self.eps)).astype(x.dtype)
+        x32 = x if x.dtype == ms.float32 else x.astype(ms.float32)
+        normed = x32 * ops.rsqrt((x32 * x32).mean(-1, keep_dims=True) + self.eps)
+        return self.weight * (normed if x.dtype == ms.float32 else normed.astype(x.dtype))
 
 
 class LayerNorm(nn.Cell):
@@ -85,9 +85,17 @@ def supported_activations() -> list[str]:
 
 
 def attention(q: ms.Tensor, k: ms.Tensor, v: ms.Tensor, bias: ms.Tensor | None) -> ms.Tensor:
-    """softmax(q k^T + bias) v over BNSD tensors; the caller folds any scaling into q. Softmax runs in float32."""
+    """softmax(q k^T + bias) v over BNSD tensors; the caller folds any scaling into q.
+
+    The bias (float32, with `MASK_BIAS` at blocked keys) is added and the softmax taken in float32, so half
+    precision weights neither overflow the mask nor lose the position bias.
+    """
     scores = ops.matmul(q, k.swapaxes(-1, -2))
+    if scores.dtype != ms.float32:
+        scores = scores.astype(ms.float32)
     if bias is not None:
         scores = scores + bias
-    probs = ops.softmax(scores.astype(ms.float32), -1).astype(v.dtype)
+    probs = ops.softmax(scores, -1)
+    if probs.dtype != v.dtype:
+        probs = probs.astype(v.dtype)
     return ops.matmul(probs, v)

@@ -67,7 +67,9 @@ class T5EncoderConfig:
         """Read a Hugging Face T5 `config.json` dict; `source` names it in errors."""
         model_type = config.get("model_type", "t5")
         if model_type == "umt5":
-            raise ValueError(f"{source}: model_type 'umt5' (a relative position bias per layer) is not supported")
+            raise ValueError(
+                f"{source}: model_type 'umt5' (a relative position bias per layer) is not supported"
+            )
         if model_type not in ("t5", "mt5"):
             raise ValueError(f"{source}: model_type {model_type!r} is not a T5 model (expected 't5')")
         known = {f.name for f in fields(cls)}
@@ -186,10 +188,14 @@ class T5Encoder(nn.Cell):
         super().__init__()
         self.config = config
         self.embed_tokens = Embedding(config.vocab_size, config.d_model, dtype)
-        self.relative_attention_bias = Embedding(config.relative_attention_num_buckets, config.num_heads, dtype)
+        self.relative_attention_bias = Embedding(
+            config.relative_attention_num_buckets, config.num_heads, dtype
+        )
         self.blocks = nn.CellList([T5Block(config, dtype) for _ in range(config.num_layers)])
         self.final_norm = RMSNorm(config.d_model, config.layer_norm_epsilon, dtype)
-        table = relative_position_bucket_table(config.relative_attention_num_buckets, config.relative_attention_max_distance)
+        table = relative_position_bucket_table(
+            config.relative_attention_num_buckets, config.relative_attention_max_distance
+        )
         self.bucket_table = ms.Tensor(table)
         self.max_distance = config.relative_attention_max_distance
         self.half_buckets = config.relative_attention_num_buckets // 2
@@ -200,14 +206,16 @@ class T5Encoder(nn.Cell):
         pos = ops.arange(length, dtype=ms.int32)
         relative = pos[None, :] - pos[:, None]
         distance = ops.minimum(ops.abs(relative), self.max_distance)
-        buckets = ops.gather(self.bucket_table, distance, 0) + (relative > 0).astype(ms.int32) * self.half_buckets
+        buckets = (
+            ops.gather(self.bucket_table, distance, 0) + (relative > 0).astype(ms.int32) * self.half_buckets
+        )
         return self.relative_attention_bias(buckets).transpose(2, 0, 1)[None]
 
     def construct(self, input_ids: ms.Tensor, attention_mask: ms.Tensor | None = None) -> ms.Tensor:
         x = self.embed_tokens(input_ids)
-        bias = self.position_bias(input_ids.shape[1]).astype(x.dtype)
+        bias = self.position_bias(input_ids.shape[1]).astype(ms.float32)
         if attention_mask is not None:
-            keep = attention_mask.astype(x.dtype)[:, None, None, :]
+            keep = attention_mask.astype(ms.float32)[:, None, None, :]
             bias = bias + (1.0 - keep) * MASK_BIAS
         for block in self.blocks:
             x = block(x, bias)

@@ -101,9 +101,13 @@ class HFTokenizer:
         """Token ids of each text, truncated to `max_length` tokens including the special tokens."""
         budget = max_length - self.num_special
         if budget < 1:
-            raise ValueError(f"max_length {max_length} leaves no room for text next to {self.num_special} special tokens")
+            raise ValueError(
+                f"max_length {max_length} leaves no room for text next to {self.num_special} special tokens"
+            )
         out = []
-        for text, encoding in zip(texts, self.tokenizer.encode_batch(list(texts), add_special_tokens=False)):
+        for text, encoding in zip(
+            texts, self.tokenizer.encode_batch(list(texts), add_special_tokens=False), strict=True
+        ):
             dropped, dropped_text = len(encoding.ids) - budget, ""
             if dropped > 0:
                 dropped_text = text[encoding.offsets[budget][0] :]
@@ -147,19 +151,36 @@ def _special_token(folder: Path, key: str) -> str | None:
     return None
 
 
-def load_tokenizer(folder: str | os.PathLike, default_pad_id: int = 0) -> Tokenizer:
-    """The tokenizer of a Hugging Face model folder: `tokenizer.json`, or ByT5's byte tokenizer when the
-    tokenizer config names `ByT5Tokenizer` (ByT5 folders ship no vocabulary file)."""
+BYT5_VOCAB_SIZE = 384  # 256 bytes + 3 specials + 125 sentinel ids
+
+
+def load_tokenizer(
+    folder: str | os.PathLike, default_pad_id: int = 0, model_config: dict | None = None
+) -> Tokenizer:
+    """The tokenizer of a Hugging Face model folder.
+
+    `tokenizer.json` when present; else ByT5's byte tokenizer when `tokenizer_config.json` or the model's
+    `config.json` (`model_config`) names `ByT5Tokenizer`, or when the folder has no vocabulary file at all and
+    the model has ByT5's 384-entry vocabulary (ByT5 folders ship no vocabulary file).
+    """
     folder = Path(folder)
+    model_config = model_config or {}
     if (folder / TOKENIZER_JSON).is_file():
         return HFTokenizer.from_folder(folder, default_pad_id)
-    tokenizer_class = None
+    tokenizer_class = model_config.get("tokenizer_class")
     if (folder / TOKENIZER_CONFIG).is_file():
         try:
-            tokenizer_class = json.loads((folder / TOKENIZER_CONFIG).read_text()).get("tokenizer_class")
+            tokenizer_class = (
+                json.loads((folder / TOKENIZER_CONFIG).read_text()).get("tokenizer_class") or tokenizer_class
+            )
         except (json.JSONDecodeError, AttributeError) as err:
             raise ValueError(f"{folder / TOKENIZER_CONFIG}: not a JSON object ({err})") from err
-    if tokenizer_class == "ByT5Tokenizer":
+    has_vocabulary = (
+        any(folder.glob("*.model")) or any(folder.glob("vocab.*")) or any(folder.glob("merges.txt"))
+    )
+    if tokenizer_class == "ByT5Tokenizer" or (
+        tokenizer_class is None and not has_vocabulary and model_config.get("vocab_size") == BYT5_VOCAB_SIZE
+    ):
         return ByteTokenizer()
     hint = ""
     if (folder / "spiece.model").is_file():
@@ -168,7 +189,7 @@ def load_tokenizer(folder: str | os.PathLike, default_pad_id: int = 0) -> Tokeni
             "`AutoTokenizer.from_pretrained(folder).save_pretrained(folder)`."
         )
     raise FileNotFoundError(
-        f"{folder}: no {TOKENIZER_JSON}, and {TOKENIZER_CONFIG} does not name ByT5Tokenizer "
+        f"{folder}: no {TOKENIZER_JSON}, and neither {TOKENIZER_CONFIG} nor config.json names ByT5Tokenizer "
         f"(found tokenizer_class {tokenizer_class!r}).{hint}"
     )
 
