@@ -130,26 +130,22 @@ class TextEmbedder:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         result = {}
         for name, encoder in self.encoders.items():
-            embs, masks, cut = [], [], []
-            for start in range(0, len(prompts), batch_size):
-                out = encoder.encode(self.prepare(name, prompts[start : start + batch_size]))
-                embs.append(out.emb)
-                masks.append(out.mask)
-                cut += [
-                    (f"prompt {start + i}", n, t)
-                    for i, (n, t) in enumerate(zip(out.dropped, out.dropped_text, strict=True))
-                    if n
-                ]
+            texts = self.prepare(name, prompts)
+            # batches of similar length compute less padding; results land back in prompt order
+            order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+            emb = np.zeros((len(texts), encoder.max_length, encoder.dim), np.float32)
+            mask = np.zeros((len(texts), encoder.max_length), np.uint8)
+            cut = []
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                out = encoder.encode([texts[i] for i in rows])
+                emb[rows], mask[rows] = out.emb, out.mask
+                cut += [(i, n, t) for i, n, t in zip(rows, out.dropped, out.dropped_text, strict=True) if n]
             if cut:
-                message = truncation_message(name, encoder.max_length, len(prompts), cut)
+                labelled = [(f"prompt {i}", n, t) for i, n, t in sorted(cut)]
+                message = truncation_message(name, encoder.max_length, len(prompts), labelled)
                 warnings.warn(message, TextTruncationWarning, stacklevel=2)
-            if embs:
-                result[name] = (np.concatenate(embs), np.concatenate(masks))
-            else:
-                result[name] = (
-                    np.zeros((0, encoder.max_length, encoder.dim), np.float32),
-                    np.zeros((0, encoder.max_length), np.uint8),
-                )
+            result[name] = (emb, mask)
         return result
 
     def embed_null(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
