@@ -131,3 +131,29 @@ def test_sequence_longer_than_position_table_is_rejected():
     )
     with pytest.raises(ValueError, match="max_position_embeddings 6"):
         model(ms.Tensor(np.zeros((1, 7), np.int32)))
+
+
+def test_metaclip2_folder_loads(torch, tmp_path):
+    from transformers import MetaClip2TextConfig, MetaClip2TextModelWithProjection
+
+    config = MetaClip2TextConfig(
+        vocab_size=120,
+        hidden_size=32,
+        intermediate_size=40,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=256,
+        projection_dim=16,
+        eos_token_id=119,
+    )
+    torch.manual_seed(4)
+    reference = MetaClip2TextModelWithProjection(config).eval()
+    reference.save_pretrained(tmp_path)
+    ours = CLIPTextEncoder.from_pretrained(tmp_path)
+    ids = np.array([[4, 50, 60, 119, 0], [8, 9, 10, 11, 119]], dtype=np.int32)
+    mask = np.array([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], dtype=np.int32)
+    with torch.no_grad():
+        expected = reference(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask))
+    states, pooled = ours(ms.Tensor(ids), ms.Tensor(mask))
+    np.testing.assert_allclose(states.asnumpy()[0, :4], expected.last_hidden_state.numpy()[0, :4], atol=1e-4)
+    np.testing.assert_allclose(ours.project(pooled).asnumpy(), expected.text_embeds.numpy(), atol=1e-4)

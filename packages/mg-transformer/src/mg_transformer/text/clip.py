@@ -27,6 +27,10 @@ from mg_transformer.text.hf_io import (
 )
 from mg_transformer.text.layers import MASK_BIAS, Embedding, LayerNorm, activation, attention
 
+# Hugging Face model types with CLIP's text tower and weight names (MetaCLIP 2 reuses CLIP's modules).
+_TEXT_MODEL_TYPES = ("clip_text_model", "metaclip_2_text_model")
+_FULL_MODEL_TYPES = ("clip", "metaclip_2")
+
 
 @dataclass
 class CLIPTextConfig:
@@ -58,16 +62,19 @@ class CLIPTextConfig:
         """Read a `clip_text_model` config, or the `text_config` of a full `clip` config; `source` names it in errors."""
         model_type = config.get("model_type")
         architectures = config.get("architectures") or []
-        with_projection = any(a in ("CLIPTextModelWithProjection", "CLIPModel") for a in architectures)
+        with_projection = any(
+            a.endswith(("TextModelWithProjection", "Clip2Model", "CLIPModel")) for a in architectures
+        )
         projection_dim = config.get("projection_dim")
-        if model_type == "clip":
+        if model_type in _FULL_MODEL_TYPES:
             if not isinstance(config.get("text_config"), dict):
-                raise ValueError(f"{source}: a 'clip' config needs a 'text_config' object")
+                raise ValueError(f"{source}: a {model_type!r} config needs a 'text_config' object")
             config = config["text_config"]
             with_projection = True
-        elif model_type != "clip_text_model":
+        elif model_type not in _TEXT_MODEL_TYPES:
             raise ValueError(
-                f"{source}: model_type {model_type!r} is not a CLIP text model (expected 'clip_text_model' or 'clip')"
+                f"{source}: model_type {model_type!r} is not a CLIP text model "
+                f"(expected one of {', '.join(_TEXT_MODEL_TYPES + _FULL_MODEL_TYPES)})"
             )
         known = {f.name for f in fields(cls)} - {"with_projection"}
         values = {k: v for k, v in config.items() if k in known and v is not None}
