@@ -63,7 +63,7 @@ def flat_chunk(array: np.ndarray, n: int, index: int) -> np.ndarray:
 def tensor_chunk(array: np.ndarray, dim: int, n: int, index: int) -> np.ndarray:
     if array.shape[dim] % n:
         raise ValueError(f"dim {dim} of shape {array.shape} is not divisible by {n}")
-    return np.ascontiguousarray(np.split(array, n, axis=dim)[index])
+    return np.split(array, n, axis=dim)[index].copy()
 
 
 def local_shape(param: Parameter) -> tuple[int, ...]:
@@ -101,7 +101,7 @@ def unshard(value: ms.Tensor, param: Parameter, ctx: ParallelContext, gather: _G
     tensor = getattr(param, TENSOR_SHARD_ATTR, None)
     if tensor is not None:
         value = gather(value, tensor.axes, tensor.dim)
-    return value.asnumpy()
+    return value.asnumpy().copy()  # asnumpy can share the buffer that optimizer steps update in place
 
 
 def shard_like(array: np.ndarray, param: Parameter, ctx: ParallelContext) -> np.ndarray:
@@ -200,5 +200,5 @@ def load_full_checkpoint(
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     fmt = _format_of(path)
     loaded = ms.load_checkpoint(str(path), format=fmt)
-    state = {k: v.asnumpy() for k, v in loaded.items()}
+    state = {k: v.asnumpy().copy() for k, v in loaded.items()}
     return load_full_state(params, state, ctx, strict=strict, source=str(path))

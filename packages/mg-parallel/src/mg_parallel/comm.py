@@ -77,16 +77,47 @@ def _check_divisible(length: int, n: int, what: str) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _cpu_moves_natively(dtype) -> bool:
+    """Dtypes that mccl's AllGather / Broadcast accept on CPU (measured on MindSpore 2.10)."""
+    # int64 moves but loses values beyond 32 bits, float64 untested: both take the emulated path
+    return dtype == ms.float32 or dtype == ms.float16 or dtype == ms.int32
+
+
 class _AllReduceSum(nn.Cell):
+    """AllReduce(sum) for every dtype: mccl on CPU only sums float32/float16, so other dtypes are carried
+    exactly in float32 (bfloat16 widened; integers and bools as 16-bit pieces, exact for up to 256 ranks)."""
+
     def __init__(self, group: Group):
         super().__init__()
         self.trivial = group.size == 1
+        self.cpu = device_target() == "CPU"
         self.op = None if self.trivial else ops.AllReduce(ReduceOp.SUM, group.name)
 
     def construct(self, x):
         if self.trivial:
             return x
-        return self.op(x)
+        if not self.cpu or x.dtype == ms.float32 or x.dtype == ms.float16:
+            return self.op(x)
+        if x.dtype == ms.bfloat16:
+            return self.op(x.astype(ms.float32)).astype(ms.bfloat16)
+        if x.dtype == ms.float64:
+            raise TypeError("float64 collectives that need an all-reduce are not supported on CPU; use float32")
+        if x.dtype == ms.bool_:
+            return self.op(x.astype(ms.float32)) > 0.5
+        return self._integer_sum(x)
+
+    def _integer_sum(self, x):
+        dtype = x.dtype
+        rest = x.astype(ms.int64)
+        pieces = []
+        for _ in range(3):  # three non-negative 16-bit pieces and a signed top piece
+            low = rest % 65536
+            pieces.append(low)
+            rest = (rest - low) // 65536
+        pieces.append(rest)
+        summed = self.op(ops.stack(pieces).astype(ms.float32)).astype(ms.int64)
+        total = summed[0] + summed[1] * 65536 + summed[2] * (65536 * 65536) + summed[3] * (65536 * 65536 * 65536)
+        return total.astype(dtype)
 
 
 class _AllGatherImpl(nn.Cell):
@@ -94,18 +125,15 @@ class _AllGatherImpl(nn.Cell):
         super().__init__()
         self.n, self.r, self.dim, self.native = group.size, group.rank, dim, native
         self.trivial = group.size == 1
-        if self.trivial:
-            self.op = None
-        elif native:
-            self.op = ops.AllGather(group.name)
-        else:
-            self.op = ops.AllReduce(ReduceOp.SUM, group.name)
+        self.cpu = device_target() == "CPU"
+        self.op = ops.AllGather(group.name) if native and not self.trivial else None
+        self.sum = _AllReduceSum(group)
 
     def construct(self, x):
         if self.trivial:
             return x
         dim = self.dim % x.ndim
-        if self.native:
+        if self.native and (not self.cpu or _cpu_moves_natively(x.dtype)):
             if dim == 0:
                 return self.op(x)
             y = self.op(ops.swapaxes(x, 0, dim))
@@ -118,7 +146,7 @@ class _AllGatherImpl(nn.Cell):
         pieces.append(x)
         if self.r < self.n - 1:
             pieces.append(ops.zeros(shape[:dim] + ((self.n - 1 - self.r) * d,) + shape[dim + 1 :], x.dtype))
-        return self.op(ops.cat(pieces, dim))
+        return self.sum(ops.cat(pieces, dim))
 
 
 class _ReduceScatterImpl(nn.Cell):
@@ -132,12 +160,8 @@ class _ReduceScatterImpl(nn.Cell):
         self.static_chunk = -1 if length is None else length // group.size
         if length is not None:
             _check_divisible(length, group.size, "reduce_scatter")
-        if self.trivial:
-            self.op = None
-        elif native:
-            self.op = ops.ReduceScatter(ReduceOp.SUM, group.name)
-        else:
-            self.op = ops.AllReduce(ReduceOp.SUM, group.name)
+        self.op = ops.ReduceScatter(ReduceOp.SUM, group.name) if native and not self.trivial else None
+        self.sum = _AllReduceSum(group)
 
     def construct(self, x):
         if self.trivial:
@@ -149,11 +173,11 @@ class _ReduceScatterImpl(nn.Cell):
             y = self.op(ops.swapaxes(x, 0, dim))
             return ops.swapaxes(y, 0, dim)
         if self.static_chunk >= 0:
-            return mint.narrow(self.op(x), dim, self.r * self.static_chunk, self.static_chunk)
+            return mint.narrow(self.sum(x), dim, self.r * self.static_chunk, self.static_chunk)
         if x.shape[dim] % self.n != 0:
             raise ValueError(f"reduce_scatter: size {x.shape[dim]} is not divisible by the group size {self.n}")
         chunk = x.shape[dim] // self.n
-        return mint.narrow(self.op(x), dim, self.r * chunk, chunk)
+        return mint.narrow(self.sum(x), dim, self.r * chunk, chunk)
 
 
 class _AllToAllImpl(nn.Cell):
@@ -198,22 +222,20 @@ class _BroadcastImpl(nn.Cell):
             raise ValueError(f"broadcast root {root} is not an index in a group of {group.size} ranks")
         self.trivial = group.size == 1
         self.native = native
+        self.cpu = device_target() == "CPU"
         self.is_root = group.rank == root
-        if self.trivial:
-            self.op = None
-        elif native:
-            self.op = ops.Broadcast(group.global_rank(root), group.name)  # MindSpore wants the global rank
-        else:
-            self.op = ops.AllReduce(ReduceOp.SUM, group.name)
+        # MindSpore's Broadcast takes the root's global rank
+        self.op = ops.Broadcast(group.global_rank(root), group.name) if native and not self.trivial else None
+        self.sum = _AllReduceSum(group)
 
     def construct(self, x):
         if self.trivial:
             return x
-        if self.native:
+        if self.native and (not self.cpu or _cpu_moves_natively(x.dtype)):
             return self.op((x,))[0]
         if self.is_root:
-            return self.op(x)
-        return self.op(ops.zeros_like(x))
+            return self.sum(x)
+        return self.sum(ops.zeros_like(x))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -195,7 +195,7 @@ class RowwiseParallel(ParallelStyle):
         w = _sharded_param(tensor_chunk(weight.asnumpy(), 1, group.size, group.rank), weight, 1, self.axes)
         b = None
         if bias is not None:
-            b = Parameter(ms.Tensor(bias.asnumpy()), name=bias.name, requires_grad=bias.requires_grad)
+            b = Parameter(ms.Tensor(bias.asnumpy().copy()), name=bias.name, requires_grad=bias.requires_grad)
         return RowParallelLinear(
             w, b, group, self.input_is_parallel, self.sequence_parallel, self.seq_dim, activation, self.impl
         )

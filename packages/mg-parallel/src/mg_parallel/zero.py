@@ -392,7 +392,7 @@ class ZeroOptimizer(nn.Cell):
     def optimizer_state_dict(self) -> dict[str, np.ndarray]:
         """Full optimizer state as `{"<state>.<param name>": array of the parameter's full shape, ...}` plus
         scalars (step counters, learning rate) by their own names. All ranks must call it (collectives)."""
-        return {key: (unshard(q.value(), layout, self.ctx) if layout is not None else q.asnumpy())
+        return {key: (unshard(q.value(), layout, self.ctx) if layout is not None else q.asnumpy().copy())
                 for key, q, layout in self._state_entries()}
 
     def load_optimizer_state_dict(self, state: Mapping[str, np.ndarray], source: str = "optimizer state") -> None:

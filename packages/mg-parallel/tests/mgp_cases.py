@@ -18,7 +18,7 @@ from mindspore.experimental.optim import AdamW
 import mg_parallel as mp
 from mg_parallel.checkpoint import gather_full_state, unshard
 from mg_parallel.testing import run_cases
-from toy_models import MLPStack, ToyTransformer, build
+from mgp_models import MLPStack, ToyTransformer, build
 
 def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng(list(key))
@@ -99,6 +99,27 @@ def collective_all_to_all(group: mp.Group, impl: str, split_dim: int, concat_dim
     return {"out": (out, expected), "grad": (grad, expected_grad)}
 
 
+def collective_dtypes(group: mp.Group) -> dict:
+    """Integer and bool tensors (timesteps, masks) through every collective, exactly."""
+    n, r = group.size, group.rank
+    out = {}
+    for name, dtype in (("int32", np.int32), ("int64", np.int64), ("uint8", np.uint8), ("bool", np.bool_)):
+        def value(j, dtype=dtype):
+            if dtype == np.bool_:
+                return np.array([j % 2 == 0, True, False, j == 1])
+            if dtype == np.uint8:
+                return np.array([j, 200 + j, 7, 0], np.uint8)
+            big = 2**40 if dtype == np.int64 else 2**20
+            return np.array([-70001 * (j + 1), big + j, 3, -1], dtype)
+
+        xs = [value(j) for j in range(n)]
+        out[f"gather_{name}"] = (mp.all_gather(_t(xs[r]), group).asnumpy(), np.concatenate(xs))
+        out[f"broadcast_{name}"] = (mp.broadcast(_t(xs[r]), group, root=n - 1).asnumpy(), xs[n - 1])
+        if dtype in (np.int32, np.int64):
+            out[f"all_reduce_{name}"] = (mp.all_reduce(_t(xs[r]), group).asnumpy(), np.sum(xs, 0).astype(dtype))
+    return out
+
+
 def ulysses_hash_placement(group: mp.Group, heads: int = 6, seq_local: int = 3) -> dict:
     """Hash-coded BNSD tensor: after the Ulysses all-to-all each element must sit where its code says."""
     n, r = group.size, group.rank
@@ -135,6 +156,7 @@ def collectives_world() -> dict:
         out[f"all_to_all_{impl}_2_1"] = collective_all_to_all(g, impl, 2, 1)
         out[f"all_to_all_{impl}_0_3"] = collective_all_to_all(g, impl, 0, 3)
     out["hash_placement"] = ulysses_hash_placement(g)
+    out["dtypes"] = collective_dtypes(g)
     out["native_available"] = {
         op: mp.native_supported(op, g) for op in ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast")
     }
@@ -153,6 +175,7 @@ def collectives_in_groups() -> dict:
         out[f"{axis}_broadcast"] = collective_broadcast(g, "auto", 1, seed=13)
         out[f"{axis}_all_to_all"] = collective_all_to_all(g, "auto", 1, 2, seed=14)
         out[f"{axis}_hash"] = ulysses_hash_placement(g, heads=6, seq_local=3)
+        out[f"{axis}_dtypes"] = collective_dtypes(g)
     out["world_hash"] = ulysses_hash_placement(ctx.world_group, heads=4, seq_local=3)
     return out
 
@@ -568,13 +591,14 @@ def zero_memory(dim: int = 64, hidden: int = 256, depth: int = 2) -> dict:
     """Bytes per rank of parameters, reduced gradients and optimizer state for ZeRO stages 0-3."""
     ctx = mp.init_parallel()
     report = {}
+    numels = [int(np.prod(p.shape)) for p in build(MLPStack, dim=dim, hidden=hidden, depth=depth).trainable_params()]
     for stage in (0, 1, 2, 3):
         model = build(MLPStack, dim=dim, hidden=hidden, depth=depth)
         zero = mp.ZeroOptimizer(model, make_adamw, stage=stage, ctx=ctx)
         x = _rng(5).normal(size=(2, 4, dim)).astype(np.float32)
         grads = ms.grad(lambda a, m=model: m(a).sum(), None, zero.params)(_t(x))
         report[stage] = zero.memory_report(zero.reducer(grads))
-    return {"world": ctx.world_size, "report": report}
+    return {"world": ctx.world_size, "report": report, "numels": numels}
 
 
 # ---------------------------------------------------------------------------------------------------------
