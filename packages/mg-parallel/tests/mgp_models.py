@@ -103,7 +103,9 @@ class ToyTransformer(nn.Cell):
     ):
         super().__init__()
         self.in_proj = mint.nn.Linear(in_dim, dim)
-        self.pos_emb = Parameter(ms.Tensor(np.random.default_rng(1).normal(size=(1, seq, dim)).astype(np.float32) * 0.1))
+        self.pos_emb = Parameter(
+            ms.Tensor(np.random.default_rng(1).normal(size=(1, seq, dim)).astype(np.float32) * 0.1)
+        )
         self.blocks = nn.CellList([Block(dim, heads, text_dim, mlp_hidden) for _ in range(depth)])
         self.norm = RMSNorm(dim)
         self.out_proj = mint.nn.Linear(dim, in_dim)
@@ -142,12 +144,11 @@ class _MLPBlock(nn.Cell):
 def build(cls, seed: int = 0, **kwargs):
     """Build a model with deterministic weights (the same on every rank and in the reference)."""
     ms.set_seed(seed)
-    np.random.seed(seed)
     model = cls(**kwargs)
     rng = np.random.default_rng(seed + 100)
     for p in model.get_parameters():  # non-trivial values everywhere (norm weights, biases included)
         value = rng.normal(scale=0.3, size=p.shape).astype(np.float32)
-        if p.name.endswith("weight") and len(p.shape) == 1 or "gamma" in p.name:
+        if (p.name.endswith("weight") and len(p.shape) == 1) or "gamma" in p.name:
             value = 1.0 + value * 0.3
         p.set_data(ms.Tensor(value))
     return model

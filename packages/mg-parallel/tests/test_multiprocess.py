@@ -110,7 +110,13 @@ def test_native_and_emulated_collectives_are_bit_equal(two_core):
 
 
 def test_cpu_native_collective_table(two_core):
-    expected = {"all_reduce": True, "all_gather": True, "broadcast": True, "reduce_scatter": False, "all_to_all": False}
+    expected = {
+        "all_reduce": True,
+        "all_gather": True,
+        "broadcast": True,
+        "reduce_scatter": False,
+        "all_to_all": False,
+    }
     assert two_core["collectives_world"][0]["native_available"] == expected
 
 
@@ -189,10 +195,14 @@ def test_zero_training_matches_single_process(two_core, case):
         assert_pair(value["params"], f"{case} rank {rank} parameters")
         assert_pair(value["optimizer_state"], f"{case} rank {rank} optimizer state (gathered)")
         for step, (got, want) in enumerate(value["norms"]):
-            assert math.isclose(got, want, rel_tol=1e-5), f"{case} step {step}: global grad norm {got} != {want}"
+            assert math.isclose(got, want, rel_tol=1e-5), (
+                f"{case} step {step}: global grad norm {got} != {want}"
+            )
             assert want > 0.5, "the clip threshold must be active for the test to cover clipping"
         for step, (got, want) in enumerate(value["losses"]):
-            assert math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-6), f"{case} step {step}: loss {got} != {want}"
+            assert math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-6), (
+                f"{case} step {step}: loss {got} != {want}"
+            )
 
 
 @pytest.mark.parametrize("stage", [2, 3])
@@ -227,7 +237,9 @@ def test_zero_memory_per_rank_scales_as_one_over_n(two_core, four):
         base = rows[1]["report"][stage]
         for world, row in rows.items():
             got = row["report"][stage]
-            assert got == _expected_memory(row["numels"], world, stage), f"stage {stage}, {world} ranks: {got}"
+            assert got == _expected_memory(row["numels"], world, stage), (
+                f"stage {stage}, {world} ranks: {got}"
+            )
             ratios = " ".join(f"{got[k] / base[k]:.2f}" for k in ("params", "grads", "optimizer_state"))
             print(
                 f"{stage:>5} {world:>5} {got['params']:>10} {got['grads']:>10} {got['optimizer_state']:>10} "
@@ -273,7 +285,9 @@ def test_tensor_parallel_shards_weights(two_model):
 def test_sequence_parallel_errors_are_clear(two_model):
     messages = two_model["sequence_errors"][0]
     assert "1 attention heads are not divisible by the sequence-parallel degree 2" in messages["heads"]
-    assert "sequence length 7" in messages["seq"] and "not divisible by the parallel degree 2" in messages["seq"]
+    assert (
+        "sequence length 7" in messages["seq"] and "not divisible by the parallel degree 2" in messages["seq"]
+    )
 
 
 def test_tensor_parallel_checkpoint_round_trip_is_exact(two_model):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import mindspore as ms
 import numpy as np
 import pytest
-
-import mindspore as ms
 from mindspore import mint, nn
 from mindspore.experimental.optim import AdamW
 
@@ -110,7 +109,9 @@ def test_plan_patterns_select_paths():
 
 def test_plan_errors_are_clear():
     model = build(ToyTransformer)
-    with pytest.raises(ValueError, match=r"plan pattern 'blocks\.\*\.atn\.core' matches no sub-cell of ToyTransformer"):
+    with pytest.raises(
+        ValueError, match=r"plan pattern 'blocks\.\*\.atn\.core' matches no sub-cell of ToyTransformer"
+    ):
         mp.parallelize(model, {"blocks.*.atn.core": mp.UlyssesAttention()})
     with pytest.raises(TypeError, match="is not a ParallelStyle"):
         mp.parallelize(model, {"blocks.0": "shard"})
@@ -140,7 +141,7 @@ class _Scale(nn.Cell):
         self.factor = factor
 
     def construct(self, *args):
-        return (args[0] * self.factor,) + tuple(args[1:])
+        return (args[0] * self.factor, *args[1:])
 
 
 class _Shift(nn.Cell):
@@ -206,7 +207,9 @@ def test_full_state_snapshot_does_not_follow_training():
     snapshot = mp.gather_full_state(model)
     before = {k: v.copy() for k, v in snapshot.items()}
     opt = AdamW(model.trainable_params(), lr=0.1)
-    grads = ms.grad(lambda x: model(x).sum(), None, model.trainable_params())(ms.Tensor(np.ones((1, 2, 4), np.float32)))
+    grads = ms.grad(lambda x: model(x).sum(), None, model.trainable_params())(
+        ms.Tensor(np.ones((1, 2, 4), np.float32))
+    )
     opt(grads)
     for key, value in before.items():
         np.testing.assert_array_equal(snapshot[key], value, err_msg=key)
@@ -229,13 +232,17 @@ def test_full_state_errors_name_the_keys(tmp_path):
     broken = dict(state)
     broken.pop("head.bias")
     broken["extra.weight"] = np.zeros(3, np.float32)
-    with pytest.raises(ValueError, match=r"missing keys \['head\.bias'\], unexpected keys \['extra\.weight'\]"):
+    with pytest.raises(
+        ValueError, match=r"missing keys \['head\.bias'\], unexpected keys \['extra\.weight'\]"
+    ):
         mp.load_full_state(model, broken)
-    assert mp.load_full_state(model, {k: v for k, v in state.items() if k != "head.bias"}, strict=False) == ["head.bias"]
+    assert mp.load_full_state(model, {k: v for k, v in state.items() if k != "head.bias"}, strict=False) == [
+        "head.bias"
+    ]
     bad_shape = dict(state, **{"head.bias": np.zeros(3, np.float32)})
     with pytest.raises(ValueError, match=r"head\.bias has shape \(3,\), the model expects \(8,\)"):
         mp.load_full_state(model, bad_shape)
-    with pytest.raises(ValueError, match="expected a .safetensors or .ckpt file name"):
+    with pytest.raises(ValueError, match=r"expected a \.safetensors or \.ckpt file name"):
         mp.save_full_checkpoint(model, tmp_path / "model.bin")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         mp.load_full_checkpoint(model, tmp_path / "missing.safetensors")
@@ -339,7 +346,7 @@ def test_context_requires_init_in_distributed_jobs(monkeypatch):
     from mindspore.communication import GlobalComm
 
     monkeypatch.setattr(GlobalComm, "INITED", True)
-    with pytest.raises(RuntimeError, match="call mg_parallel.init_parallel"):
+    with pytest.raises(RuntimeError, match=r"call mg_parallel\.init_parallel"):
         mp.get_parallel_context()
 
 

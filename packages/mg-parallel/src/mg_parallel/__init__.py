@@ -27,7 +27,14 @@ from mg_parallel.comm import (
     native_supported,
     reduce_scatter,
 )
-from mg_parallel.grads import GlobalNorm, GradReducer, broadcast_parameters, clip_by_global_norm, replica_axes
+from mg_parallel.grads import (
+    GlobalNorm,
+    GradReducer,
+    broadcast_parameters,
+    clip_by_global_norm,
+    replica_axes,
+    sharded_sum_group,
+)
 from mg_parallel.groups import (
     AXES,
     Group,
@@ -105,5 +112,6 @@ __all__ = [
     "replica_axes",
     "save_full_checkpoint",
     "set_parallel_context",
+    "sharded_sum_group",
     "wrap_forward",
 ]

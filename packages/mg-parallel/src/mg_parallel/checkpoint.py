@@ -92,7 +92,9 @@ class _Gatherers:
         return self.cells[key](value)
 
 
-def unshard(value: ms.Tensor, param: Parameter, ctx: ParallelContext, gather: _Gatherers | None = None) -> np.ndarray:
+def unshard(
+    value: ms.Tensor, param: Parameter, ctx: ParallelContext, gather: _Gatherers | None = None
+) -> np.ndarray:
     """Full numpy value of a tensor laid out like `param` (the parameter itself or an optimizer state of it)."""
     gather = gather or _Gatherers(ctx)
     flat = getattr(param, FLAT_SHARD_ATTR, None)
@@ -154,7 +156,9 @@ def load_full_state(
         array = np.asarray(state[p.name])
         expected = full_shape(p)
         if tuple(array.shape) != expected:
-            raise ValueError(f"{source}: {p.name} has shape {tuple(array.shape)}, the model expects {expected}")
+            raise ValueError(
+                f"{source}: {p.name} has shape {tuple(array.shape)}, the model expects {expected}"
+            )
         piece = shard_like(array, p, ctx).astype(ms.dtype_to_nptype(p.dtype), copy=False)
         p.set_data(ms.Tensor(piece.reshape(p.shape)))
     return missing
@@ -175,7 +179,9 @@ def save_full_checkpoint(
     if ctx.rank_id == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")  # MindSpore insists on the suffix
-        ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in state.items()], str(tmp), format=fmt)
+        ms.save_checkpoint(
+            [{"name": k, "data": ms.Tensor(v)} for k, v in state.items()], str(tmp), format=fmt
+        )
         os.replace(tmp, path)
     return state
 

@@ -101,7 +101,9 @@ class _AllReduceSum(nn.Cell):
         if x.dtype == ms.bfloat16:
             return self.op(x.astype(ms.float32)).astype(ms.bfloat16)
         if x.dtype == ms.float64:
-            raise TypeError("float64 collectives that need an all-reduce are not supported on CPU; use float32")
+            raise TypeError(
+                "float64 collectives that need an all-reduce are not supported on CPU; use float32"
+            )
         if x.dtype == ms.bool_:
             return self.op(x.astype(ms.float32)) > 0.5
         return self._integer_sum(x)
@@ -116,7 +118,9 @@ class _AllReduceSum(nn.Cell):
             rest = (rest - low) // 65536
         pieces.append(rest)
         summed = self.op(ops.stack(pieces).astype(ms.float32)).astype(ms.int64)
-        total = summed[0] + summed[1] * 65536 + summed[2] * (65536 * 65536) + summed[3] * (65536 * 65536 * 65536)
+        total = (
+            summed[0] + summed[1] * 65536 + summed[2] * (65536 * 65536) + summed[3] * (65536 * 65536 * 65536)
+        )
         return total.astype(dtype)
 
 
@@ -142,10 +146,11 @@ class _AllGatherImpl(nn.Cell):
         d = shape[dim]
         pieces = []
         if self.r > 0:
-            pieces.append(ops.zeros(shape[:dim] + (self.r * d,) + shape[dim + 1 :], x.dtype))
+            pieces.append(ops.zeros(shape[:dim] + (self.r * d,) + shape[dim + 1 :], x.dtype))  # noqa: RUF005 (graph mode)
         pieces.append(x)
         if self.r < self.n - 1:
-            pieces.append(ops.zeros(shape[:dim] + ((self.n - 1 - self.r) * d,) + shape[dim + 1 :], x.dtype))
+            tail = (self.n - 1 - self.r) * d
+            pieces.append(ops.zeros(shape[:dim] + (tail,) + shape[dim + 1 :], x.dtype))  # noqa: RUF005
         return self.sum(ops.cat(pieces, dim))
 
 
@@ -175,7 +180,9 @@ class _ReduceScatterImpl(nn.Cell):
         if self.static_chunk >= 0:
             return mint.narrow(self.sum(x), dim, self.r * self.static_chunk, self.static_chunk)
         if x.shape[dim] % self.n != 0:
-            raise ValueError(f"reduce_scatter: size {x.shape[dim]} is not divisible by the group size {self.n}")
+            raise ValueError(
+                f"reduce_scatter: size {x.shape[dim]} is not divisible by the group size {self.n}"
+            )
         chunk = x.shape[dim] // self.n
         return mint.narrow(self.sum(x), dim, self.r * chunk, chunk)
 
@@ -184,7 +191,9 @@ class _AllToAllImpl(nn.Cell):
     def __init__(self, group: Group, split_dim: int, concat_dim: int, native: bool):
         super().__init__()
         if split_dim < 0 or concat_dim < 0:
-            raise ValueError(f"all_to_all needs non-negative dims, got split {split_dim}, concat {concat_dim}")
+            raise ValueError(
+                f"all_to_all needs non-negative dims, got split {split_dim}, concat {concat_dim}"
+            )
         self.n, self.r, self.native = group.size, group.rank, native
         self.split_dim, self.concat_dim = split_dim, concat_dim
         self.trivial = group.size == 1
@@ -266,7 +275,9 @@ class AllGather(nn.Cell):
         native = resolve_impl("all_gather", group, impl)
         self.native = native
         self.fwd = _AllGatherImpl(group, dim, native)
-        self.bwd = _ReduceScatterImpl(group, dim, impl != "emulated" and native_supported("reduce_scatter", group))
+        self.bwd = _ReduceScatterImpl(
+            group, dim, impl != "emulated" and native_supported("reduce_scatter", group)
+        )
 
     def construct(self, x):
         return self.fwd(x)

@@ -146,7 +146,9 @@ def clip_by_global_norm(grads: tuple, max_norm: float, norm: ms.Tensor) -> tuple
     return tuple([g * scale.astype(g.dtype) for g in grads])
 
 
-def broadcast_parameters(params: Sequence[Parameter], ctx: ParallelContext | None = None, root: int = 0) -> None:
+def broadcast_parameters(
+    params: Sequence[Parameter], ctx: ParallelContext | None = None, root: int = 0
+) -> None:
     """Copy every parameter from the rank with index `root` in its replica group to the other replicas.
 
     Call once after building the model so that all replicas start equal (or seed every rank identically).

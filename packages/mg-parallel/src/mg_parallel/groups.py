@@ -278,6 +278,8 @@ def get_parallel_context() -> ParallelContext:
         from mindspore.communication import GlobalComm
 
         if GlobalComm.INITED:
-            raise RuntimeError("no parallel context set in a distributed job: call mg_parallel.init_parallel() first")
+            raise RuntimeError(
+                "no parallel context set in a distributed job: call mg_parallel.init_parallel() first"
+            )
         _CURRENT = ParallelContext(layout=ParallelLayout())
     return _CURRENT

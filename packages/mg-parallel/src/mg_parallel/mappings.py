@@ -15,7 +15,7 @@ Tensor-parallel regions (Megatron): `CopyToGroup` enters (identity forward, all-
 
 from __future__ import annotations
 
-from mindspore import mint, nn, ops
+from mindspore import mint, nn
 
 from mg_parallel.comm import (
     Impl,
@@ -71,7 +71,9 @@ class SplitToGroup(nn.Cell):
     used by one rank each).
     """
 
-    def __init__(self, group: Group, dim: int, impl: Impl = "auto", what: str = "sequence", scale_grad: bool = True):
+    def __init__(
+        self, group: Group, dim: int, impl: Impl = "auto", what: str = "sequence", scale_grad: bool = True
+    ):
         super().__init__()
         self.n, self.r, self.dim, self.what = group.size, group.rank, dim, what
         self.trivial = group.size == 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import mindspore as ms
-from mindspore import mint, nn, ops
+from mindspore import mint, nn
 
 from mg_parallel.comm import AllGather, AllToAll, Impl, _AllGatherImpl, native_supported
 from mg_parallel.groups import SEQUENCE_AXES, Group, ParallelContext
@@ -75,7 +75,10 @@ class SequenceShardInput(ParallelStyle):
     """
 
     def __init__(
-        self, arg_dims: Mapping[int, int] | None = None, axes: str | Iterable[str] = SEQUENCE_AXES, impl: Impl = "auto"
+        self,
+        arg_dims: Mapping[int, int] | None = None,
+        axes: str | Iterable[str] = SEQUENCE_AXES,
+        impl: Impl = "auto",
     ):
         self.arg_dims = dict(arg_dims) if arg_dims is not None else {0: 1}
         if not self.arg_dims:
@@ -97,7 +100,11 @@ class SequenceGatherOutput(ParallelStyle):
     """
 
     def __init__(
-        self, dim: int = 1, output_index: int | None = None, axes: str | Iterable[str] = SEQUENCE_AXES, impl: Impl = "auto"
+        self,
+        dim: int = 1,
+        output_index: int | None = None,
+        axes: str | Iterable[str] = SEQUENCE_AXES,
+        impl: Impl = "auto",
     ):
         self.dim, self.output_index, self.axes, self.impl = dim, output_index, _axes(axes), impl
 

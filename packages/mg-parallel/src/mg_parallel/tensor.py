@@ -43,8 +43,14 @@ def _linear_parts(cell: nn.Cell, path: str) -> tuple[Parameter, Parameter | None
     if isinstance(cell, mint.nn.Linear):
         return cell.weight, cell.bias, None
     if isinstance(cell, nn.Dense):
-        return cell.weight, (cell.bias if cell.has_bias else None), (cell.activation if cell.activation_flag else None)
-    raise TypeError(f"{path}: tensor-parallel styles apply to mint.nn.Linear or nn.Dense, got {type(cell).__name__}")
+        return (
+            cell.weight,
+            (cell.bias if cell.has_bias else None),
+            (cell.activation if cell.activation_flag else None),
+        )
+    raise TypeError(
+        f"{path}: tensor-parallel styles apply to mint.nn.Linear or nn.Dense, got {type(cell).__name__}"
+    )
 
 
 def _sharded_param(value: np.ndarray, like: Parameter, dim: int, axes: tuple[str, ...]) -> Parameter:
@@ -108,8 +114,12 @@ class RowParallelLinear(nn.Cell):
         self.activation = activation
         self.has_activation = activation is not None
         self.input_is_parallel = input_is_parallel
-        self.enter = None if input_is_parallel else SplitToGroup(group, -1, impl, "features", scale_grad=False)
-        self.exit = ReduceScatterSequenceFromTP(group, seq_dim, impl) if sequence_parallel else ReduceFromGroup(group)
+        self.enter = (
+            None if input_is_parallel else SplitToGroup(group, -1, impl, "features", scale_grad=False)
+        )
+        self.exit = (
+            ReduceScatterSequenceFromTP(group, seq_dim, impl) if sequence_parallel else ReduceFromGroup(group)
+        )
 
     def construct(self, x):
         if not self.input_is_parallel:
@@ -179,7 +189,11 @@ class RowwiseParallel(ParallelStyle):
         axes: str | Iterable[str] = "tp",
         impl: Impl = "auto",
     ):
-        self.input_is_parallel, self.sequence_parallel, self.seq_dim = input_is_parallel, sequence_parallel, seq_dim
+        self.input_is_parallel, self.sequence_parallel, self.seq_dim = (
+            input_is_parallel,
+            sequence_parallel,
+            seq_dim,
+        )
         self.axes, self.impl = _axes(axes), impl
 
     def apply(self, cell: nn.Cell, path: str, ctx: ParallelContext) -> nn.Cell:

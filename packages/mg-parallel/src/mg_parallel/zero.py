@@ -22,7 +22,14 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, mint, nn, ops
 
-from mg_parallel.checkpoint import FLAT_SHARD_ATTR, TENSOR_SHARD_ATTR, FlatShard, flat_chunk, shard_like, unshard
+from mg_parallel.checkpoint import (
+    FLAT_SHARD_ATTR,
+    TENSOR_SHARD_ATTR,
+    FlatShard,
+    flat_chunk,
+    shard_like,
+    unshard,
+)
 from mg_parallel.comm import _AllGatherImpl, _AllReduceSum, _ReduceScatterImpl, native_supported
 from mg_parallel.grads import (
     REPLICA_AXES_ATTR,
@@ -103,7 +110,9 @@ def shard_parameters_zero3(
         if group.size == 1:
             continue
         shard = Parameter(
-            ms.Tensor(flat_chunk(p.asnumpy(), group.size, group.rank)), name=p.name, requires_grad=p.requires_grad
+            ms.Tensor(flat_chunk(p.asnumpy(), group.size, group.rank)),
+            name=p.name,
+            requires_grad=p.requires_grad,
         )
         _copy_layout(p, shard)
         setattr(shard, FLAT_SHARD_ATTR, FlatShard(axes=replica_axes(p), shape=tuple(p.shape)))
@@ -122,7 +131,9 @@ def shard_parameters_zero3(
             _install_gathered_attrs(cell, gathers)
     lost = [targets[i].name for i in shards if i not in found]
     if lost:
-        raise ValueError(f"ZeRO-3 could not find the cells owning parameters {lost[:10]} (not direct attributes)")
+        raise ValueError(
+            f"ZeRO-3 could not find the cells owning parameters {lost[:10]} (not direct attributes)"
+        )
     return [shards.get(id(p), p) for p in params]
 
 
@@ -146,7 +157,9 @@ class _ShardBuckets(nn.Cell):
         self.scatters = nn.CellList(
             [
                 _ReduceScatterImpl(
-                    groups[b[0]], 0, native_supported("reduce_scatter", groups[b[0]]),
+                    groups[b[0]],
+                    0,
+                    native_supported("reduce_scatter", groups[b[0]]),
                     length=groups[b[0]].size * sum(chunk[i] for i in b),
                 )
                 for b in buckets
@@ -256,7 +269,9 @@ class ZeroUpdater(nn.Cell):
 
     def construct(self, grads):
         if self.stage == 1:
-            grads = tuple([self._own_chunk(grads[i], i) if self.sharded[i] else grads[i] for i in range(self.count)])
+            grads = tuple(
+                [self._own_chunk(grads[i], i) if self.sharded[i] else grads[i] for i in range(self.count)]
+            )
         ordered = tuple([grads[i] for i in self.opt_order])
         done = self.optimizer(ordered)
         if self.gather_back:
@@ -345,8 +360,12 @@ class ZeroOptimizer(nn.Cell):
             (g.size, g.rank, -(-int(math.prod(p.shape)) // g.size), int(math.prod(p.shape)))
             for p, g in zip(params, groups, strict=True)
         )
-        self.updater = ZeroUpdater(stage, optimizer, opt_order, params, shard_params, sharded, slices, buckets)
-        self.norm = GlobalNorm([self._norm_group(p, g, s) for p, g, s in zip(params, groups, sharded, strict=True)])
+        self.updater = ZeroUpdater(
+            stage, optimizer, opt_order, params, shard_params, sharded, slices, buckets
+        )
+        self.norm = GlobalNorm(
+            [self._norm_group(p, g, s) for p, g, s in zip(params, groups, sharded, strict=True)]
+        )
 
     def _norm_group(self, param: Parameter, group: Group, sharded: bool) -> Group | None:
         """Group over which the reduced gradient of `param` holds distinct pieces."""
@@ -392,10 +411,14 @@ class ZeroOptimizer(nn.Cell):
     def optimizer_state_dict(self) -> dict[str, np.ndarray]:
         """Full optimizer state as `{"<state>.<param name>": array of the parameter's full shape, ...}` plus
         scalars (step counters, learning rate) by their own names. All ranks must call it (collectives)."""
-        return {key: (unshard(q.value(), layout, self.ctx) if layout is not None else q.asnumpy().copy())
-                for key, q, layout in self._state_entries()}
+        return {
+            key: (unshard(q.value(), layout, self.ctx) if layout is not None else q.asnumpy().copy())
+            for key, q, layout in self._state_entries()
+        }
 
-    def load_optimizer_state_dict(self, state: Mapping[str, np.ndarray], source: str = "optimizer state") -> None:
+    def load_optimizer_state_dict(
+        self, state: Mapping[str, np.ndarray], source: str = "optimizer state"
+    ) -> None:
         """Load a full optimizer state (from `optimizer_state_dict`, any layout) into this rank's shards."""
         entries = self._state_entries()
         keys = {k for k, _, _ in entries}
@@ -407,7 +430,9 @@ class ZeroOptimizer(nn.Cell):
             array = np.asarray(state[key])
             piece = shard_like(array, layout, self.ctx) if layout is not None else array
             if piece.size != math.prod(q.shape):
-                raise ValueError(f"{source}: {key} has shape {array.shape}, which does not fit {tuple(q.shape)}")
+                raise ValueError(
+                    f"{source}: {key} has shape {array.shape}, which does not fit {tuple(q.shape)}"
+                )
             q.set_data(ms.Tensor(piece.reshape(q.shape).astype(ms.dtype_to_nptype(q.dtype))))
 
     def sync_shards_from_model(self) -> None:

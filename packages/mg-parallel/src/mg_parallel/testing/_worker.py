@@ -19,7 +19,9 @@ def resolve_target(target: str):
     """Return the function named by `"package.module:function"` or `"/path/to/file.py:function"`."""
     module_name, sep, func_name = target.rpartition(":")
     if not sep or not module_name or not func_name:
-        raise ValueError(f"target {target!r} must look like 'package.module:function' or 'path/file.py:function'")
+        raise ValueError(
+            f"target {target!r} must look like 'package.module:function' or 'path/file.py:function'"
+        )
     if module_name.endswith(".py"):
         path = Path(module_name).resolve()
         if str(path.parent) not in sys.path:

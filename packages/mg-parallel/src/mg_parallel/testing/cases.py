@@ -14,7 +14,9 @@ class CaseError(AssertionError):
     """A case raised on some rank (or was skipped after an earlier failure); carries the rank's traceback."""
 
 
-def run_cases(cases: Mapping[str, Callable[[], Any]] | Iterable[tuple[str, Callable[[], Any]]]) -> dict[str, dict]:
+def run_cases(
+    cases: Mapping[str, Callable[[], Any]] | Iterable[tuple[str, Callable[[], Any]]],
+) -> dict[str, dict]:
     """Run `cases` in order on this rank and return `{name: {"status", "value" | "traceback", "seconds"}}`.
 
     Runs inside a worker (the function given to `run_distributed` calls it). After the first failing case

@@ -6,6 +6,7 @@ distributed code the same way. It works on CPU (MindSpore's mccl backend over lo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import random
@@ -80,29 +81,19 @@ def _kill_run(proc: subprocess.Popen, run_dir: Path) -> None:
     marker = str(run_dir)
     pids = set(_children_of(proc.pid))
     for pid_file in run_dir.glob("pid_*"):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             pids.add(int(pid_file.read_text()))
-        except (OSError, ValueError):
-            pass
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # msrun was started as the leader of its own session
-        except ProcessLookupError:
-            pass
     for pid in pids:
         if _is_ours(pid, marker):
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)  # msrun starts each worker with setsid: pgid == pid
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 def _report(run_dir: Path, nprocs: int, headline: str, log_lines: int) -> str:
@@ -168,8 +159,10 @@ def run_distributed(
         str(run_dir),
     ]
     with open(run_dir / "msrun.out", "wb") as out:
-        proc = subprocess.Popen(  # cwd: MindSpore drops rank_*/ and *.ir debug files into the working directory
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env, start_new_session=True, cwd=run_dir
+        proc = (
+            subprocess.Popen(  # cwd: MindSpore drops rank_*/ and *.ir debug files into the working directory
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env, start_new_session=True, cwd=run_dir
+            )
         )
     deadline = time.monotonic() + timeout
     error_seen_at = None
