@@ -51,6 +51,8 @@ def native_supported(op: str, group: Group) -> bool:
 
 def resolve_impl(op: str, group: Group, impl: Impl) -> bool:
     """True for the native op, False for the AllReduce-based emulation (or a group of one rank)."""
+    if impl not in ("auto", "native", "emulated"):
+        raise ValueError(f"impl must be 'auto', 'native' or 'emulated', got {impl!r}")
     if group.size == 1:
         return False
     if impl == "auto":
@@ -62,9 +64,7 @@ def resolve_impl(op: str, group: Group, impl: Impl) -> bool:
                 f"(size {group.size}, world group: {group.is_world}); use impl='auto' or 'emulated'"
             )
         return True
-    if impl == "emulated":
-        return False
-    raise ValueError(f"impl must be 'auto', 'native' or 'emulated', got {impl!r}")
+    return False
 
 
 def _check_divisible(length: int, n: int, what: str) -> None:

@@ -201,7 +201,9 @@ class ParallelContext:
             return Group(name=GlobalComm.WORLD_COMM_GROUP, ranks=ranks, rank=index, is_world=True)
         layout_tag = "x".join(f"{a}{getattr(self.layout, a)}" for a in AXES)
         name = f"mgp_{'_'.join(names)}_{layout_tag}_r{'-'.join(map(str, ranks))}"
-        create_group(name, list(ranks))
+        if name not in _CREATED_GROUPS:  # a second context with the same layout reuses the group
+            create_group(name, list(ranks))
+            _CREATED_GROUPS.add(name)
         return Group(name=name, ranks=ranks, rank=index)
 
     # Shorthands for the groups a training loop uses.
@@ -246,6 +248,7 @@ class ParallelContext:
 
 
 _CURRENT: ParallelContext | None = None
+_CREATED_GROUPS: set[str] = set()
 
 
 def init_parallel(

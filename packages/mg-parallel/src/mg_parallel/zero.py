@@ -38,6 +38,7 @@ from mg_parallel.grads import (
     _buckets,
     clip_by_global_norm,
     replica_axes,
+    set_replica_axes,
 )
 from mg_parallel.groups import AXES, Group, ParallelContext, get_parallel_context
 
@@ -116,6 +117,7 @@ def shard_parameters_zero3(
         )
         _copy_layout(p, shard)
         setattr(shard, FLAT_SHARD_ATTR, FlatShard(axes=replica_axes(p), shape=tuple(p.shape)))
+        set_replica_axes(shard, ())  # every rank holds a different chunk: nothing to average or broadcast
         shards[id(p)] = shard
     found: set[int] = set()
     for _, cell in network.cells_and_names():
