@@ -21,7 +21,7 @@ def test_conv3x3_matches_numpy(shape, c_out):
     x = RNG.standard_normal(shape)
     w = RNG.standard_normal((c_out, shape[-1], 3, 3))
     b = RNG.standard_normal(c_out)
-    got = conv.conv3x3_rows(conv.ShiftedMatmul(), _t(x), _t(w), _t(b)).asnumpy()
+    got = conv.conv3x3_rows(_t(x), _t(w), _t(b)).asnumpy()
     np.testing.assert_allclose(got, conv2d(x, w, b), rtol=1e-4, atol=1e-4)
 
 
@@ -30,7 +30,7 @@ def test_conv3x3_stride2_matches_numpy(shape):
     x = RNG.standard_normal(shape)
     w = RNG.standard_normal((6, shape[-1], 3, 3))
     b = RNG.standard_normal(6)
-    got = conv.conv3x3_stride2_rows(conv.ShiftedMatmul(), _t(x), _t(w), _t(b)).asnumpy()
+    got = conv.conv3x3_stride2_rows(_t(x), _t(w), _t(b)).asnumpy()
     np.testing.assert_allclose(got, conv2d(x, w, b, stride=2), rtol=1e-4, atol=1e-4)
 
 
@@ -41,7 +41,7 @@ def test_temporal_conv_matches_numpy(b, t, stride):
     w = RNG.standard_normal((5, 4, 3))
     bias = RNG.standard_normal(5)
     fn = conv.temporal_conv3_rows if stride == 1 else conv.temporal_conv3_stride2_rows
-    got = fn(conv.ShiftedMatmul(), _t(x), _t(w), _t(bias)).asnumpy()
+    got = fn(_t(x), _t(w), _t(bias)).asnumpy()
     want = temporal_conv(x, w, bias, stride)
     assert got.shape == want.shape == (b, -(-t // stride), 3, 2, 5)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

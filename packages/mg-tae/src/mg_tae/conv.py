@@ -4,9 +4,7 @@ MindSpore's CPU convolution picks a reference oneDNN kernel on AVX-512 machines 
 copies are slow too. So every conv here is written as: a few cheap contiguous copies that build one flat
 "source" matrix of rows (pixels) by channels, then one matmul over K shifted row windows of it concatenated on
 channels (im2col by contiguous row slicing). Borders are handled by zero rows between frames and by column-masked
-copies, never by strided padding. The backward pass is custom: the input gradient is the same shifted matmul
-applied to the output gradient with transposed weights, and the weight gradient recomputes the windows instead
-of keeping a K-times larger im2col tensor alive, so training memory stays at one activation per conv.
+copies, never by strided padding. Large convs run in row chunks to bound the im2col block.
 
 Weights keep the standard layouts, (C_out, C_in, kh, kw) for spatial and (C_out, C_in, kt) for temporal convs, so
 the same parameters drive MindSpore's native convolutions on Ascend (`backend="native"`).
@@ -15,66 +13,33 @@ the same parameters drive MindSpore's native convolutions on Ascend (`backend="n
 from __future__ import annotations
 
 import mindspore as ms
-from mindspore import mint, nn, ops
+from mindspore import mint, ops
 
 # Upper bound on the elements of one im2col block; larger convs are computed in row chunks (256 MiB in fp32).
 MAX_WINDOW_ELEMENTS = 64 * 2**20
 
 
-class ShiftedMatmul(nn.Cell):
+def smaller(a: int, b: int) -> int:
+    """min() of two ints (the builtin min/max do not compile in some MindSpore graph contexts)."""
+    return a if a < b else b
+
+
+def shifted_matmul(src, weight, offsets, rows: int):
     """out[r] = concat_k(src[r + offsets[k]]) @ weight for r in [0, rows); weight is (K * C_in, C_out).
 
     The row windows are contiguous slices of `src`, so building them is cheap. Rows are processed in chunks
-    that keep the window block under `MAX_WINDOW_ELEMENTS`.
+    that keep the window block under `MAX_WINDOW_ELEMENTS`. Autograd handles the backward pass (a custom
+    backward measured no faster and mis-assigned weight gradients under `mindspore.jit`).
     """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.matmul_ta = ops.MatMul(transpose_a=True)
-
-    @staticmethod
-    def _chunk_rows(rows: int, width: int) -> int:
-        return max(1, min(rows, MAX_WINDOW_ELEMENTS // max(width, 1)))
-
-    def _forward(self, src, weight, offsets, rows):
-        width = src.shape[1] * len(offsets)
-        step = self._chunk_rows(rows, width)
-        outs = []
-        for start in range(0, rows, step):
-            n = min(step, rows - start)
-            cols = mint.cat([src[start + o : start + o + n] for o in offsets], -1)
-            outs.append(mint.matmul(cols, weight))
-        return outs[0] if len(outs) == 1 else mint.cat(outs, 0)
-
-    def construct(self, src, weight, offsets, rows):
-        return self._forward(src, weight, offsets, rows)
-
-    def bprop(self, src, weight, offsets, rows, out, dout):
-        k = len(offsets)
-        c_in = src.shape[1]
-        c_out = weight.shape[1]
-        # Weight gradient: sum over row chunks of windows^T @ dout (windows recomputed, never stored).
-        step = self._chunk_rows(rows, c_in * k)
-        dweight = None
-        for start in range(0, rows, step):
-            n = min(step, rows - start)
-            cols = mint.cat([src[start + o : start + o + n] for o in offsets], -1)
-            part = self.matmul_ta(cols, dout[start : start + n])
-            dweight = part if dweight is None else dweight + part
-        # Input gradient: dsrc[s] = sum_k dout[s - o_k] @ W_k^T, a shifted matmul over zero-padded dout.
-        max_off = max(offsets)
-        total = src.shape[0]
-        pieces = []
-        if max_off > 0:
-            pieces.append(mint.zeros((max_off, c_out), dtype=dout.dtype))
-        pieces.append(dout)
-        if total - rows > 0:
-            pieces.append(mint.zeros((total - rows, c_out), dtype=dout.dtype))
-        padded = mint.cat(pieces, 0) if len(pieces) > 1 else dout
-        w_t = mint.permute(weight.reshape(k, c_in, c_out), (0, 2, 1)).reshape(k * c_out, c_in)
-        back_offsets = tuple(max_off - o for o in offsets)
-        dsrc = self._forward(padded, w_t, back_offsets, total)
-        return dsrc, dweight, offsets, rows
+    width = src.shape[1] * len(offsets)
+    step = smaller(rows, MAX_WINDOW_ELEMENTS // width)
+    step = step if step > 0 else 1
+    outs = []
+    for start in range(0, rows, step):
+        n = smaller(step, rows - start)
+        cols = mint.cat([src[start + o : start + o + n] for o in offsets], -1)
+        outs.append(mint.matmul(cols, weight))
+    return outs[0] if len(outs) == 1 else mint.cat(outs, 0)
 
 
 def _zeros(rows: int, channels: int, dtype):
@@ -101,16 +66,16 @@ def _mask_column(x, n_rows: int, width: int, channels: int, column: int):
 def spatial_weight_matrix(weight):
     """(C_out, C_in, 3, 3) -> (9 * C_in, C_out) with taps in row-major (di, dj) order."""
     c_out, c_in = weight.shape[0], weight.shape[1]
-    return mint.permute(weight, (2, 3, 1, 0)).reshape(9 * c_in, c_out)
+    return ops.transpose(weight, (2, 3, 1, 0)).reshape(9 * c_in, c_out)
 
 
 def temporal_weight_matrix(weight):
     """(C_out, C_in, 3) -> (3 * C_in, C_out) with taps in time order (t-1, t, t+1)."""
     c_out, c_in = weight.shape[0], weight.shape[1]
-    return mint.permute(weight, (2, 1, 0)).reshape(3 * c_in, c_out)
+    return ops.transpose(weight, (2, 1, 0)).reshape(3 * c_in, c_out)
 
 
-def conv3x3_rows(shifted: ShiftedMatmul, x, weight, bias):
+def conv3x3_rows(x, weight, bias):
     """3x3 conv, stride 1, zero padding 1, on x (N, H, W, C) channels-last; weight (C_out, C, 3, 3)."""
     n, h, w, c = x.shape
     c_out = weight.shape[0]
@@ -129,12 +94,12 @@ def conv3x3_rows(shifted: ShiftedMatmul, x, weight, bias):
     for di in (-1, 0, 1):
         for k, dj in enumerate((-1, 0, 1)):
             offsets.append(gap + k * (frame_rows + gap) + di * w + dj)
-    y = shifted(src, spatial_weight_matrix(weight), tuple(offsets), frame_rows)
+    y = shifted_matmul(src, spatial_weight_matrix(weight), tuple(offsets), frame_rows)
     y = ops.bias_add(y, bias) if bias is not None else y
     return y.reshape(n, h + 1, w * c_out)[:, :h].reshape(n, h, w, c_out)
 
 
-def conv3x3_stride2_rows(shifted: ShiftedMatmul, x, weight, bias):
+def conv3x3_stride2_rows(x, weight, bias):
     """3x3 conv, stride 2, zero padding right/bottom 1 (diffusers' Downsample2D), on x (N, H, W, C), H and W even."""
     n, h, w, c = x.shape
     c_out = weight.shape[0]
@@ -158,22 +123,23 @@ def conv3x3_stride2_rows(shifted: ShiftedMatmul, x, weight, bias):
         pieces += [v, _zeros(gap, c2, dtype)]
     src = mint.cat(pieces, 0)
     e, e_r, o, o_r = (i * (frame_rows + gap) for i in range(4))
-    offsets = (e, e_r + 1, o, o_r + 1, e + wh, e_r + wh + 1)
-    wt = mint.permute(weight, (2, 3, 1, 0))  # (3, 3, C, C_out)
+    # Kernel rows a = 0 (even rows), 2 (next even row), 1 (odd rows); the largest offset comes last.
+    offsets = (e, e_r + 1, e + wh, e_r + wh + 1, o, o_r + 1)
+    wt = ops.transpose(weight, (2, 3, 1, 0))  # (3, 3, C, C_out)
     zero = mint.zeros((c, c_out), dtype=weight.dtype)
     blocks = []
-    for a in range(3):
+    for a in (0, 2, 1):
         blocks += [wt[a, 0], wt[a, 1], wt[a, 2], zero]
-    y = shifted(src, mint.cat(blocks, 0), offsets, frame_rows)
+    y = shifted_matmul(src, mint.cat(blocks, 0), offsets, frame_rows)
     y = ops.bias_add(y, bias) if bias is not None else y
     return y.reshape(n, hh + 1, wh * c_out)[:, :hh].reshape(n, hh, wh, c_out)
 
 
-def _time_rows(shifted: ShiftedMatmul, frames_src, weight_mat, offsets, b: int, t_src: int, t_out: int, hw: int):
+def _time_rows(frames_src, weight_mat, offsets, b: int, t_src: int, t_out: int, hw: int):
     """Run a temporal shifted matmul whose source holds b clips of t_src frames (hw rows each), keep t_out frames."""
     c_out = weight_mat.shape[1]
     rows = ((b - 1) * t_src + t_out) * hw
-    y = shifted(frames_src, weight_mat, offsets, rows)
+    y = shifted_matmul(frames_src, weight_mat, offsets, rows)
     if b == 1:
         return y
     pad = mint.zeros(((t_src - t_out) * hw, c_out), dtype=y.dtype)
@@ -181,7 +147,7 @@ def _time_rows(shifted: ShiftedMatmul, frames_src, weight_mat, offsets, b: int, 
     return y.reshape(-1, c_out)
 
 
-def temporal_conv3_rows(shifted: ShiftedMatmul, x, weight, bias):
+def temporal_conv3_rows(x, weight, bias):
     """Temporal conv, kernel 3, stride 1, replicate padding 1, on x (B, T, H, W, C); weight (C_out, C, 3)."""
     b, t, h, w, c = x.shape
     c_out = weight.shape[0]
@@ -189,12 +155,12 @@ def temporal_conv3_rows(shifted: ShiftedMatmul, x, weight, bias):
     flat = x.reshape(b, t, hw * c)
     padded = mint.cat([flat[:, :1], flat, flat[:, t - 1 :]], 1).reshape(-1, c)
     offsets = (0, hw, 2 * hw)
-    y = _time_rows(shifted, padded, temporal_weight_matrix(weight), offsets, b, t + 2, t, hw)
+    y = _time_rows(padded, temporal_weight_matrix(weight), offsets, b, t + 2, t, hw)
     y = ops.bias_add(y, bias) if bias is not None else y
     return y.reshape(b, t, h, w, c_out)
 
 
-def temporal_conv3_stride2_rows(shifted: ShiftedMatmul, x, weight, bias):
+def temporal_conv3_stride2_rows(x, weight, bias):
     """Temporal conv, kernel 3, stride 2, replicate padding 1: T -> ceil(T / 2); x (B, T, H, W, C)."""
     b, t, h, w, c = x.shape
     c_out = weight.shape[0]
@@ -212,8 +178,10 @@ def temporal_conv3_stride2_rows(shifted: ShiftedMatmul, x, weight, bias):
     odd = pairs[:, :, 1].reshape(-1, c)
     n_even = b * half * hw
     src = mint.cat([even, odd], 0)
-    offsets = (0, n_even, hw)
-    y = _time_rows(shifted, src, temporal_weight_matrix(weight), offsets, b, half, t_out, hw)
+    offsets = (0, hw, n_even)  # taps xp[2t], xp[2t + 2], xp[2t + 1]: the largest offset last
+    taps = temporal_weight_matrix(weight)
+    taps = mint.cat([taps[:c], taps[2 * c :], taps[c : 2 * c]], 0)
+    y = _time_rows(src, taps, offsets, b, half, t_out, hw)
     y = ops.bias_add(y, bias) if bias is not None else y
     return y.reshape(b, t_out, h, w, c_out)
 
@@ -234,13 +202,13 @@ def pointwise_rows(x, weight, bias):
 
 def conv3x3_native(x, weight, bias, stride: int = 1):
     """nn.Conv2d-equivalent via ops.conv2d on (N, C, H, W); stride 2 pads right/bottom like Downsample2D."""
-    y = mint.permute(x, (0, 3, 1, 2))
+    y = ops.transpose(x, (0, 3, 1, 2))
     if stride == 1:
         y = ops.conv2d(y, weight, bias, stride=1, pad_mode="pad", padding=1)
     else:
         y = ops.pad(y, (0, 1, 0, 1))
         y = ops.conv2d(y, weight, bias, stride=2, pad_mode="valid")
-    return mint.permute(y, (0, 2, 3, 1))
+    return ops.transpose(y, (0, 2, 3, 1))
 
 
 def temporal_conv3_native(x, weight, bias, stride: int = 1):
@@ -251,10 +219,10 @@ def temporal_conv3_native(x, weight, bias, stride: int = 1):
     pieces = [flat[:, :1], flat, flat[:, t - 1 :]]
     if stride == 2 and (t + 2) % 2:
         pieces.append(flat[:, t - 1 :])
-    y = mint.permute(mint.cat(pieces, 1), (0, 3, 1, 2))
+    y = ops.transpose(mint.cat(pieces, 1), (0, 3, 1, 2))
     y = ops.conv2d(y, weight.reshape(c_out, c, 3, 1), bias, stride=(stride, 1), pad_mode="valid")
     t_out = t if stride == 1 else (t + 1) // 2
-    y = mint.permute(y, (0, 2, 3, 1))[:, :t_out]
+    y = ops.transpose(y, (0, 2, 3, 1))[:, :t_out]
     return y.reshape(b, t_out, h, w, c_out)
 
 

@@ -21,12 +21,12 @@ from mindspore import Parameter, Tensor, mint, nn, ops
 
 from mg_tae.config import TAEConfig
 from mg_tae.conv import (
-    ShiftedMatmul,
     conv3x3_native,
     conv3x3_rows,
     conv3x3_stride2_rows,
     default_backend,
     pointwise_rows,
+    smaller,
     temporal_conv3_native,
     temporal_conv3_rows,
     temporal_conv3_stride2_rows,
@@ -66,7 +66,6 @@ class SpatialConv(nn.Cell):
         self.kernel = kernel
         self.stride = stride
         self.backend = backend
-        self.shifted = ShiftedMatmul()
 
     def construct(self, x):
         b, t, h, w, c = x.shape
@@ -76,9 +75,9 @@ class SpatialConv(nn.Cell):
         elif self.backend == "native":
             y = conv3x3_native(frames, self.weight, self.bias, self.stride)
         elif self.stride == 1:
-            y = conv3x3_rows(self.shifted, frames, self.weight, self.bias)
+            y = conv3x3_rows(frames, self.weight, self.bias)
         else:
-            y = conv3x3_stride2_rows(self.shifted, frames, self.weight, self.bias)
+            y = conv3x3_stride2_rows(frames, self.weight, self.bias)
         return y.reshape(b, t, y.shape[1], y.shape[2], y.shape[3])
 
 
@@ -96,14 +95,13 @@ class TemporalConv(nn.Cell):
         self.bias = _param(np.zeros((channels,), np.float32), "bias")
         self.stride = stride
         self.backend = backend
-        self.shifted = ShiftedMatmul()
 
     def construct(self, x):
         if self.backend == "native":
             return temporal_conv3_native(x, self.weight, self.bias, self.stride)
         if self.stride == 1:
-            return temporal_conv3_rows(self.shifted, x, self.weight, self.bias)
-        return temporal_conv3_stride2_rows(self.shifted, x, self.weight, self.bias)
+            return temporal_conv3_rows(x, self.weight, self.bias)
+        return temporal_conv3_stride2_rows(x, self.weight, self.bias)
 
 
 class Conv2p5d(nn.Cell):
@@ -191,11 +189,12 @@ class Linear(nn.Cell):
 def _attention(q, k, v, scale: float):
     """Single-head softmax attention over (N, S, C), chunked over N to bound the score matrix."""
     n, s, _ = q.shape
-    step = max(1, min(n, MAX_ATTENTION_ELEMENTS // max(s * s, 1)))
+    step = smaller(n, MAX_ATTENTION_ELEMENTS // (s * s))
+    step = step if step > 0 else 1
     outs = []
     for start in range(0, n, step):
-        end = min(n, start + step)
-        scores = mint.bmm(q[start:end], mint.permute(k[start:end], (0, 2, 1))) * scale
+        end = smaller(n, start + step)
+        scores = mint.bmm(q[start:end], ops.transpose(k[start:end], (0, 2, 1))) * scale
         outs.append(mint.bmm(mint.nn.functional.softmax(scores, -1), v[start:end]))
     return outs[0] if len(outs) == 1 else mint.cat(outs, 0)
 
@@ -221,13 +220,13 @@ class Attention(nn.Cell):
         b, t, h, w, c = x.shape
         y = self.group_norm(x)
         if self.temporal:
-            y = mint.permute(y.reshape(b, t, h * w, c), (0, 2, 1, 3)).reshape(b * h * w, t, c)
+            y = ops.transpose(y.reshape(b, t, h * w, c), (0, 2, 1, 3)).reshape(b * h * w, t, c)
         else:
             y = y.reshape(b * t, h * w, c)
         y = _attention(self.to_q(y), self.to_k(y), self.to_v(y), self.scale)
         y = self.to_out[0](y)
         if self.temporal:
-            y = mint.permute(y.reshape(b, h * w, t, c), (0, 2, 1, 3))
+            y = ops.transpose(y.reshape(b, h * w, t, c), (0, 2, 1, 3))
         return x + y.reshape(b, t, h, w, c)
 
 
@@ -478,13 +477,13 @@ class TemporalAutoencoder(nn.Cell):
 
     def encode_moments(self, x):
         """Pixels (B, C, T, H, W) -> moments (B, 2 C', ceil(T/8), H/8, W/8): mean then logvar on axis 1."""
-        h = self.encoder(mint.permute(x.astype(ms.float32), (0, 2, 3, 4, 1)))
-        return mint.permute(h, (0, 4, 1, 2, 3))
+        h = self.encoder(ops.transpose(x.astype(ms.float32), (0, 2, 3, 4, 1)))
+        return ops.transpose(h, (0, 4, 1, 2, 3))
 
     def decode_frames(self, z):
         """Latents (B, C', T', h, w) -> all 8 T' decoded frames (B, C, 8 T', 8 h, 8 w)."""
-        y = self.decoder(mint.permute(z.astype(ms.float32), (0, 2, 3, 4, 1)))
-        return mint.permute(y, (0, 4, 1, 2, 3))
+        y = self.decoder(ops.transpose(z.astype(ms.float32), (0, 2, 3, 4, 1)))
+        return ops.transpose(y, (0, 4, 1, 2, 3))
 
     def construct(self, x, noise=None):
         moments = self.encode_moments(x)
