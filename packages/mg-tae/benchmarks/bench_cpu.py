@@ -53,13 +53,13 @@ def part_convs(native_only: bool) -> dict:
         key = f"{n}x{c}x{hw}x{hw}"
         # The native default conv is ~100x slower: time one frame and scale.
         x1 = x[:1]
-        t_native = _timeit(lambda: conv.conv3x3_native(x1, w, b).asnumpy(), reps=1) * n
+        t_native = _timeit(lambda x1=x1, w=w, b=b: conv.conv3x3_native(x1, w, b).asnumpy(), reps=1) * n
         out[key] = {"native": flops / t_native / 1e9}
         if not native_only:
-            t_ours = _timeit(lambda: conv.conv3x3_rows(x, w, b).asnumpy())
+            t_ours = _timeit(lambda x=x, w=w, b=b: conv.conv3x3_rows(x, w, b).asnumpy())
             cols = Tensor(rng.standard_normal((n * hw * hw, 9 * c)).astype(np.float32))
             w2 = Tensor(rng.standard_normal((9 * c, c)).astype(np.float32))
-            t_mm = _timeit(lambda: mint.matmul(cols, w2).asnumpy())
+            t_mm = _timeit(lambda cols=cols, w2=w2: mint.matmul(cols, w2).asnumpy())
             out[key].update(ours=flops / t_ours / 1e9, same_gemm=flops / t_mm / 1e9)
     if not native_only:
         a = Tensor(rng.standard_normal((2048, 2048)).astype(np.float32))
@@ -95,13 +95,23 @@ def part_tiled_decode(latent_frames: int, size: int) -> dict:
 
     model = TemporalAutoencoder(TAEConfig(), seed=0)
     model.enable_tiling(tile_frames=32, overlap_frames=16, tile_size=None)
-    z = Tensor(np.random.default_rng(0).standard_normal((1, 16, latent_frames, size // 8, size // 8)).astype(np.float32))
+    z = Tensor(
+        np.random.default_rng(0)
+        .standard_normal((1, 16, latent_frames, size // 8, size // 8))
+        .astype(np.float32)
+    )
     base = _rss_mb()
     start = time.perf_counter()
     y = model.decode(z)
     seconds = time.perf_counter() - start
     output_mb = y.nbytes / 2**20
-    return {"frames": int(y.shape[2]), "seconds": seconds, "peak_rss_mb": _rss_mb(), "rss_before_mb": base, "output_mb": output_mb}
+    return {
+        "frames": int(y.shape[2]),
+        "seconds": seconds,
+        "peak_rss_mb": _rss_mb(),
+        "rss_before_mb": base,
+        "output_mb": output_mb,
+    }
 
 
 def part_tiling_psnr() -> dict:
@@ -122,7 +132,11 @@ def part_tiling_psnr() -> dict:
     out = {}
     for label, shape, kwargs in (
         ("temporal", (1, 3, 64, 32, 32), dict(tile_frames=32, overlap_frames=16, tile_size=None)),
-        ("spatial", (1, 3, 8, 128, 128), dict(tile_frames=32, overlap_frames=16, tile_size=64, overlap_size=32)),
+        (
+            "spatial",
+            (1, 3, 8, 128, 128),
+            dict(tile_frames=32, overlap_frames=16, tile_size=64, overlap_size=32),
+        ),
     ):
         x = Tensor(np.clip(rng.standard_normal(shape) * 0.5, -1, 1).astype(np.float32))
         model.disable_tiling()
@@ -179,7 +193,9 @@ def main() -> None:
     avx2 = _child(["convs", "native"], env={"ONEDNN_MAX_CPU_ISA": "AVX2"})
     mm = ours.pop("matmul_2048")
     print(f"plain matmul 2048^3: {mm:.1f} GFLOP/s")
-    print(f"{'shape (N x C x H x W)':24s} {'ours':>8s} {'native':>8s} {'nativeAVX2':>10s} {'same GEMM':>10s} {'ours/matmul':>12s}")
+    print(
+        f"{'shape (N x C x H x W)':24s} {'ours':>8s} {'native':>8s} {'nativeAVX2':>10s} {'same GEMM':>10s} {'ours/matmul':>12s}"
+    )
     for key, r in ours.items():
         print(
             f"{key:24s} {r['ours']:8.1f} {r['native']:8.2f} {avx2[key]['native']:10.1f} {r['same_gemm']:10.1f} "

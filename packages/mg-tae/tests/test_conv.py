@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-from mindspore import Tensor, mint
-import mindspore as ms
+from mindspore import Tensor
 
 from mg_tae import conv
 from tae_reference import conv2d, temporal_conv

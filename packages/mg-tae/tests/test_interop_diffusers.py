@@ -49,7 +49,10 @@ def test_sd35_key_set_maps_completely():
     assert report.mapped["encoder.down_blocks.1.resnets.0.conv1.weight"] == (
         "encoder.down_blocks.1.resnets.0.conv1.spatial.weight"
     )
-    assert report.mapped["decoder.up_blocks.0.upsamplers.0.conv.weight"] == "decoder.up_blocks.0.upsamplers.0.conv.weight"
+    assert (
+        report.mapped["decoder.up_blocks.0.upsamplers.0.conv.weight"]
+        == "decoder.up_blocks.0.upsamplers.0.conv.weight"
+    )
 
 
 def _reduced_sd35():
@@ -70,7 +73,10 @@ def test_inflated_tae_matches_diffusers_on_single_frames(tmp_path):
     save_file({k: v.detach().numpy().copy() for k, v in vae.state_dict().items()}, str(src))
     (tmp_path / "tae.json").write_text(json.dumps(config.to_dict()))
     out = tmp_path / "tae"
-    assert cli_main(["inflate", "--src", str(src), "--out", str(out), "--config", str(tmp_path / "tae.json")]) == 0
+    assert (
+        cli_main(["inflate", "--src", str(src), "--out", str(out), "--config", str(tmp_path / "tae.json")])
+        == 0
+    )
     tae = TemporalAutoencoder.from_pretrained(out)
 
     x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 32, 48)).astype(np.float32)
@@ -83,7 +89,9 @@ def test_inflated_tae_matches_diffusers_on_single_frames(tmp_path):
     assert post.mean.shape == (2, 16, 1, 4, 6)
     scale = np.abs(ref_mean).max()
     np.testing.assert_allclose(post.mean.asnumpy()[:, :, 0], ref_mean, atol=1e-4 * max(scale, 1.0))
-    np.testing.assert_allclose(post.logvar.asnumpy()[:, :, 0], ref_logvar, atol=1e-4 * max(np.abs(ref_logvar).max(), 1.0))
+    np.testing.assert_allclose(
+        post.logvar.asnumpy()[:, :, 0], ref_logvar, atol=1e-4 * max(np.abs(ref_logvar).max(), 1.0)
+    )
 
     pixels = tae.decode(Tensor(ref_mean[:, :, None]), num_frames=1).asnumpy()
     assert pixels.shape == (2, 3, 1, 32, 48)
@@ -101,8 +109,25 @@ def test_inflate_cli_reports_foreign_keys(tmp_path, capsys):
     src = tmp_path / "vae.safetensors"
     save_file(state, str(src))
     (tmp_path / "tae.json").write_text(json.dumps(config.to_dict()))
-    args = ["inflate", "--src", str(src), "--out", str(tmp_path / "o"), "--config", str(tmp_path / "tae.json")]
+    args = [
+        "inflate",
+        "--src",
+        str(src),
+        "--out",
+        str(tmp_path / "o"),
+        "--config",
+        str(tmp_path / "tae.json"),
+    ]
     assert cli_main(args) == 2
     err = capsys.readouterr().err
     assert "encoder.extra_layer.weight" in err and "decoder.conv_out.spatial.bias" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["inflate", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--src", "--out", "--config", "--non-strict"):
+        assert option in text

@@ -1,8 +1,8 @@
 """Losses, LPIPS and metrics against independent computations (numpy, PyTorch, scikit-image)."""
 
+import mindspore as ms
 import numpy as np
 import pytest
-import mindspore as ms
 from mindspore import Tensor
 from safetensors.numpy import save_file
 
@@ -14,12 +14,21 @@ RNG = np.random.default_rng(0)
 
 def test_l1_kl_match_numpy():
     a, b = RNG.standard_normal((2, 3, 4, 8, 8)), RNG.standard_normal((2, 3, 4, 8, 8))
-    assert np.isclose(float(losses.l1_loss(Tensor(a, ms.float32), Tensor(b, ms.float32))), np.abs(a - b).mean(), rtol=1e-5)
+    assert np.isclose(
+        float(losses.l1_loss(Tensor(a, ms.float32), Tensor(b, ms.float32))), np.abs(a - b).mean(), rtol=1e-5
+    )
     mean, logvar = RNG.standard_normal((2, 4, 2, 3, 3)), RNG.standard_normal((2, 4, 2, 3, 3))
     want = (0.5 * (mean**2 + np.exp(logvar) - 1 - logvar)).reshape(2, -1).sum(1).mean()
     got = float(losses.kl_loss(Tensor(mean, ms.float32), Tensor(logvar, ms.float32)))
     assert np.isclose(got, want, rtol=1e-5)
-    assert float(losses.kl_loss(Tensor(np.zeros((1, 2, 1, 2, 2)), ms.float32), Tensor(np.zeros((1, 2, 1, 2, 2)), ms.float32))) == 0.0
+    assert (
+        float(
+            losses.kl_loss(
+                Tensor(np.zeros((1, 2, 1, 2, 2)), ms.float32), Tensor(np.zeros((1, 2, 1, 2, 2)), ms.float32)
+            )
+        )
+        == 0.0
+    )
 
 
 def test_outlier_penalty_matches_loop_and_ignores_inliers():
@@ -52,7 +61,10 @@ def _torch_lpips(weights, x, y):
                 out.append(t)
             else:
                 i = layer[0]
-                w, b = torch.from_numpy(weights[f"features.{i}.weight"]), torch.from_numpy(weights[f"features.{i}.bias"])
+                w, b = (
+                    torch.from_numpy(weights[f"features.{i}.weight"]),
+                    torch.from_numpy(weights[f"features.{i}.bias"]),
+                )
                 t = F.relu(F.conv2d(t, w, b, padding=1))
         return out
 
@@ -60,7 +72,7 @@ def _torch_lpips(weights, x, y):
     scale = torch.tensor(SCALE).view(1, 3, 1, 1)
     fx, fy = feats((x - shift) / scale), feats((y - shift) / scale)
     total = 0
-    for k, (a, b) in enumerate(zip(fx, fy)):
+    for k, (a, b) in enumerate(zip(fx, fy, strict=True)):
         a = a / (a.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
         b = b / (b.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
         total = total + F.conv2d((a - b) ** 2, torch.from_numpy(weights[f"lin{k}.weight"])).mean((2, 3))[:, 0]

@@ -48,7 +48,7 @@ def test_latent_length_is_ceil_t_over_8_and_decode_returns_requested_frames(tiny
     assert tiny.latent_shape(frames, 16, 24) == (16, t_lat, 2, 3)
     assert tiny.decode(post.mean).shape == (2, 3, 8 * t_lat, 16, 24)
     assert tiny.decode(post.mean, num_frames=frames).shape == (2, 3, frames, 16, 24)
-    recon, mean, logvar = tiny(x)
+    recon, mean, _ = tiny(x)
     assert recon.shape == x.shape
     np.testing.assert_allclose(mean.asnumpy(), post.mean.asnumpy(), rtol=1e-5, atol=1e-6)
 
@@ -92,7 +92,9 @@ def test_fresh_tae_is_the_2d_vae_frame_by_frame(tiny):
     frames = tiny.decode(z).asnumpy()
     for j in range(3):
         image = tiny.decode(z[:, :, j : j + 1], num_frames=1).asnumpy()
-        np.testing.assert_allclose(frames[:, :, 8 * j : 8 * j + 8], np.repeat(image, 8, axis=2), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            frames[:, :, 8 * j : 8 * j + 8], np.repeat(image, 8, axis=2), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_matmul_backend_matches_native_convolutions():
@@ -106,7 +108,9 @@ def test_matmul_backend_matches_native_convolutions():
     x = _video((1, 3, 9, 16, 16))
     z_ours, z_native = ours.encode(x).mean, native.encode(x).mean
     np.testing.assert_allclose(z_ours.asnumpy(), z_native.asnumpy(), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(ours.decode(z_ours).asnumpy(), native.decode(z_ours).asnumpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        ours.decode(z_ours).asnumpy(), native.decode(z_ours).asnumpy(), rtol=1e-4, atol=1e-5
+    )
 
 
 def _loss_and_grads(model, x, noise, jit=False):
@@ -118,7 +122,11 @@ def _loss_and_grads(model, x, noise, jit=False):
     if jit:
         fn = ms.jit(fn)
     value, (gx, gw) = fn(x)
-    return float(value), gx.asnumpy(), {p.name: g.asnumpy() for p, g in zip(model.trainable_params(), gw)}
+    return (
+        float(value),
+        gx.asnumpy(),
+        {p.name: g.asnumpy() for p, g in zip(model.trainable_params(), gw, strict=True)},
+    )
 
 
 def _assert_grads_close(a, b, rtol=1e-4):
@@ -149,7 +157,9 @@ def test_jit_matches_pynative_forward_and_gradients():
     _perturb_temporal(model)
     x = _video((1, 3, 3, 8, 8))
     noise = _video((1, 4, 2, 4, 4), seed=2)
-    _assert_grads_close(_loss_and_grads(model, x, noise, jit=True), _loss_and_grads(model, x, noise), rtol=1e-5)
+    _assert_grads_close(
+        _loss_and_grads(model, x, noise, jit=True), _loss_and_grads(model, x, noise), rtol=1e-5
+    )
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
@@ -167,11 +177,15 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 def test_posterior_sampling_kl_and_latent_scaling(tiny):
     mean = RNG.standard_normal((2, 16, 1, 2, 2)).astype(np.float32)
-    logvar = (RNG.standard_normal((2, 16, 1, 2, 2)) - 40.0 * (RNG.random((2, 16, 1, 2, 2)) < 0.1)).astype(np.float32)
+    logvar = (RNG.standard_normal((2, 16, 1, 2, 2)) - 40.0 * (RNG.random((2, 16, 1, 2, 2)) < 0.1)).astype(
+        np.float32
+    )
     post = DiagonalGaussian(Tensor(mean), Tensor(logvar))
     clamped = np.clip(logvar, -30, 20)
     eps = np.random.default_rng(5).standard_normal(mean.shape)
-    np.testing.assert_allclose(post.sample(seed=5).asnumpy(), mean + np.exp(0.5 * clamped) * eps, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        post.sample(seed=5).asnumpy(), mean + np.exp(0.5 * clamped) * eps, rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(post.sample(np.random.default_rng(5)).asnumpy(), post.sample(5).asnumpy())
     assert post.mode() is post.mean
     want_kl = (0.5 * (mean**2 + np.exp(clamped) - 1 - clamped)).reshape(2, -1).sum(1)
@@ -185,7 +199,9 @@ def test_norm_over_whole_clip_differs_from_per_frame_only_for_videos():
     per_frame = TemporalAutoencoder(TAEConfig.tiny(**MICRO), seed=0)
     whole = TemporalAutoencoder(TAEConfig.tiny(**MICRO, norm_per_frame=False), seed=0)
     image, video = _video((1, 3, 1, 8, 8)), _video((1, 3, 4, 8, 8))
-    np.testing.assert_allclose(per_frame.encode(image).mean.asnumpy(), whole.encode(image).mean.asnumpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        per_frame.encode(image).mean.asnumpy(), whole.encode(image).mean.asnumpy(), atol=1e-5
+    )
     assert np.abs(per_frame.encode(video).mean.asnumpy() - whole.encode(video).mean.asnumpy()).max() > 1e-3
 
 

@@ -29,7 +29,9 @@ def _relative_psnr(a: np.ndarray, b: np.ndarray) -> float:
     return psnr((a - lo) / (hi - lo) * 2 - 1, (b - lo) / (hi - lo) * 2 - 1)
 
 
-@pytest.mark.parametrize("length, tile, stride", [(5, 8, 4), (40, 16, 8), (41, 16, 8), (33, 32, 16), (7, 4, 2)])
+@pytest.mark.parametrize(
+    "length, tile, stride", [(5, 8, 4), (40, 16, 8), (41, 16, 8), (33, 32, 16), (7, 4, 2)]
+)
 def test_windows_cover_and_ramps_sum_to_one(length, tile, stride):
     spans = windows(length, tile, stride)
     assert spans[0][0] == 0 and spans[-1][1] == length
@@ -117,7 +119,9 @@ def test_strict_loading_fails_loudly_and_non_strict_reports(tmp_path):
     removed = state.pop("decoder.conv_out.spatial.bias")
     state["encoder.unknown.weight"] = np.zeros(2, np.float32)
     save_file(state, str(tmp_path / "model.safetensors"))
-    with pytest.raises(ValueError, match=r"missing: decoder\.conv_out\.spatial\.bias.*unexpected: encoder\.unknown"):
+    with pytest.raises(
+        ValueError, match=r"missing: decoder\.conv_out\.spatial\.bias.*unexpected: encoder\.unknown"
+    ):
         TemporalAutoencoder.from_pretrained(tmp_path)
     with pytest.warns(RuntimeWarning, match="partial load"):
         partial = TemporalAutoencoder.from_pretrained(tmp_path, strict=False)
@@ -125,12 +129,12 @@ def test_strict_loading_fails_loudly_and_non_strict_reports(tmp_path):
 
 
 def test_unreadable_checkpoints_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
         TemporalAutoencoder.from_pretrained(tmp_path)
     TAEConfig.tiny().save(tmp_path / "config.json")
     (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(ValueError, match="model.safetensors: not a readable safetensors file"):
+    with pytest.raises(ValueError, match=r"model\.safetensors: not a readable safetensors file"):
         TemporalAutoencoder.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text("{bad json")
-    with pytest.raises(ValueError, match="config.json: not valid JSON"):
+    with pytest.raises(ValueError, match=r"config\.json: not valid JSON"):
         TemporalAutoencoder.from_pretrained(tmp_path)

@@ -56,7 +56,9 @@ def state_dict(model) -> dict[str, np.ndarray]:
     return {name: param.asnumpy() for name, param in model.parameters_and_names()}
 
 
-def load_state_dict(model, state: dict[str, np.ndarray], strict: bool = True, source: str = "state dict") -> LoadReport:
+def load_state_dict(
+    model, state: dict[str, np.ndarray], strict: bool = True, source: str = "state dict"
+) -> LoadReport:
     """Copy arrays into the model's parameters by name; strict loading raises on any missing/unexpected/mismatch."""
     params = dict(model.parameters_and_names())
     report = LoadReport()
@@ -69,7 +71,9 @@ def load_state_dict(model, state: dict[str, np.ndarray], strict: bool = True, so
         if tuple(value.shape) != tuple(param.shape):
             report.mismatched.append(f"{name} {tuple(value.shape)} != {tuple(param.shape)}")
     if strict and not report.ok:
-        raise ValueError(f"{source}: cannot load strictly ({report.summary()}); pass strict=False to load the rest")
+        raise ValueError(
+            f"{source}: cannot load strictly ({report.summary()}); pass strict=False to load the rest"
+        )
     for name, param in params.items():
         if name in state and not any(m.startswith(name + " ") for m in report.mismatched):
             param.set_data(Tensor(np.ascontiguousarray(state[name], dtype=np.float32)))
@@ -105,7 +109,9 @@ def from_pretrained(cls, directory, strict: bool = True):
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for path in (config_path, weights_path):
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing; a TAE checkpoint directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+            raise FileNotFoundError(
+                f"{path}: missing; a TAE checkpoint directory holds {CONFIG_NAME} and {WEIGHTS_NAME}"
+            )
     config = TAEConfig.load(config_path)
     model = cls(config, seed=0)
     try:

@@ -21,7 +21,9 @@ def _parser() -> argparse.ArgumentParser:
             "identities, so the TAE reproduces the VAE on single frames."
         ),
     )
-    inflate.add_argument("--src", required=True, type=Path, help="diffusers VAE weights (diffusion_pytorch_model.safetensors)")
+    inflate.add_argument(
+        "--src", required=True, type=Path, help="diffusers VAE weights (diffusion_pytorch_model.safetensors)"
+    )
     inflate.add_argument("--out", required=True, type=Path, help="output directory for the TAE checkpoint")
     inflate.add_argument(
         "--config",

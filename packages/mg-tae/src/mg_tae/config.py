@@ -73,7 +73,9 @@ class TAEConfig:
         """Raise ValueError naming the field when the configuration cannot build a model."""
         levels = len(self.block_out_channels)
         if levels < 1 or any(c <= 0 for c in self.block_out_channels):
-            raise ValueError(f"TAEConfig.block_out_channels must be positive ints, got {self.block_out_channels}")
+            raise ValueError(
+                f"TAEConfig.block_out_channels must be positive ints, got {self.block_out_channels}"
+            )
         for c in self.block_out_channels:
             if c % self.norm_num_groups:
                 raise ValueError(
@@ -111,7 +113,9 @@ class TAEConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{source}: unknown TAEConfig fields {unknown}; expected a subset of {sorted(known)}")
+            raise ValueError(
+                f"{source}: unknown TAEConfig fields {unknown}; expected a subset of {sorted(known)}"
+            )
         return cls(**data)
 
     def save(self, path: str | Path) -> None:

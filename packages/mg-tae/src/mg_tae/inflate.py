@@ -40,7 +40,9 @@ class InflationReport:
             f"{len(self.temporal_initialised)} temporal tensors keep their identity initialisation",
         ]
         if self.unused_source:
-            lines.append(f"unexpected source keys ({len(self.unused_source)}): {', '.join(self.unused_source)}")
+            lines.append(
+                f"unexpected source keys ({len(self.unused_source)}): {', '.join(self.unused_source)}"
+            )
         if self.missing:
             lines.append(f"missing non-temporal keys ({len(self.missing)}): {', '.join(self.missing)}")
         return "\n".join(lines)
@@ -66,7 +68,12 @@ def _fit(value: np.ndarray, shape: tuple[int, ...], key: str) -> np.ndarray:
     """Reshape legacy 1x1-conv attention weights to Linear; any other shape difference is an error."""
     if tuple(value.shape) == tuple(shape):
         return value
-    if value.size == int(np.prod(shape)) and value.ndim == 4 and len(shape) == 2 and value.shape[2:] == (1, 1):
+    if (
+        value.size == int(np.prod(shape))
+        and value.ndim == 4
+        and len(shape) == 2
+        and value.shape[2:] == (1, 1)
+    ):
         return value.reshape(shape)
     raise ValueError(f"{key}: shape {tuple(value.shape)} does not fit the TAE parameter shape {tuple(shape)}")
 
@@ -82,7 +89,9 @@ def inflate_state_dict(
         if name not in target_shapes:
             report.unused_source.append(key)
             continue
-        state[name] = np.ascontiguousarray(_fit(np.asarray(source[key], np.float32), target_shapes[name], key))
+        state[name] = np.ascontiguousarray(
+            _fit(np.asarray(source[key], np.float32), target_shapes[name], key)
+        )
         report.mapped[key] = name
     for name in sorted(target_shapes):
         if name in state:

@@ -33,7 +33,9 @@ def outlier_penalty_loss(z: Tensor, r: float = 3.0) -> Tensor:
     spatial positions, so only values more than r sigma away from their frame's channel mean are penalised.
     """
     if z.ndim != 5:
-        raise ValueError(f"outlier_penalty_loss: expected latents (B, C, T, h, w), got shape {tuple(z.shape)}")
+        raise ValueError(
+            f"outlier_penalty_loss: expected latents (B, C, T, h, w), got shape {tuple(z.shape)}"
+        )
     flat = z.reshape(z.shape[0], z.shape[1], z.shape[2], -1)
     mu = flat.mean(-1, keep_dims=True)
     sigma = ops.sqrt(((flat - mu) ** 2).mean(-1, keep_dims=True) + 1e-12)

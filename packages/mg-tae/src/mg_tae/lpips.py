@@ -75,13 +75,19 @@ class LPIPS(nn.Cell):
                 "LPIPS weights: "
                 + (f"missing keys {missing}" if missing else "")
                 + ("; " if missing and wrong else "")
-                + (f"wrong shapes {[(k, tuple(np.shape(weights[k])), shapes[k]) for k in wrong]}" if wrong else "")
+                + (
+                    f"wrong shapes {[(k, tuple(np.shape(weights[k])), shapes[k]) for k in wrong]}"
+                    if wrong
+                    else ""
+                )
             )
         self.backend = backend or default_backend()
         self.names = sorted(shapes)
         self.weights = ParameterTuple(
             [
-                Parameter(Tensor(np.asarray(weights[k], np.float32)), name=k.replace(".", "_"), requires_grad=False)
+                Parameter(
+                    Tensor(np.asarray(weights[k], np.float32)), name=k.replace(".", "_"), requires_grad=False
+                )
                 for k in self.names
             ]
         )

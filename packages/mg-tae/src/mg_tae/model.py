@@ -57,7 +57,14 @@ class SpatialConv(nn.Cell):
     """A 2D conv (k = 1 or 3, stride 1 or 2) applied to every frame of a channels-last clip (B, T, H, W, C)."""
 
     def __init__(
-        self, c_in: int, c_out: int, kernel: int, init: _Init, backend: str, stride: int = 1, bias: bool = True
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        init: _Init,
+        backend: str,
+        stride: int = 1,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         fan_in = c_in * kernel * kernel
@@ -287,7 +294,9 @@ class _Stage(nn.Cell):
 
 
 class DownBlock(_Stage):
-    def __init__(self, c_in: int, c_out: int, config: TAEConfig, init: _Init, backend: str, level: int) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, config: TAEConfig, init: _Init, backend: str, level: int
+    ) -> None:
         super().__init__()
         self.resnets = nn.CellList(
             [
@@ -302,7 +311,9 @@ class DownBlock(_Stage):
             else nn.CellList([Resampler(SpatialConv(c_out, c_out, 3, init, backend, stride=2, bias=True))])
         )
         self.temporal_downsampler = (
-            Resampler(TemporalConv(c_out, backend, stride=2)) if level in config.temporal_downsample_levels else None
+            Resampler(TemporalConv(c_out, backend, stride=2))
+            if level in config.temporal_downsample_levels
+            else None
         )
 
     def construct(self, x):
@@ -316,7 +327,9 @@ class DownBlock(_Stage):
 
 
 class UpBlock(_Stage):
-    def __init__(self, c_in: int, c_out: int, config: TAEConfig, init: _Init, backend: str, index: int) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, config: TAEConfig, init: _Init, backend: str, index: int
+    ) -> None:
         super().__init__()
         self.resnets = nn.CellList(
             [
@@ -325,7 +338,9 @@ class UpBlock(_Stage):
             ]
         )
         last = index == len(config.block_out_channels) - 1
-        self.upsamplers = None if last else nn.CellList([Resampler(SpatialConv(c_out, c_out, 3, init, backend))])
+        self.upsamplers = (
+            None if last else nn.CellList([Resampler(SpatialConv(c_out, c_out, 3, init, backend))])
+        )
         self.temporal_upsampler = (
             Resampler(TemporalConv(c_out, backend)) if index in config.temporal_upsample_levels else None
         )
@@ -405,7 +420,9 @@ class DiagonalGaussian:
                 noise = ops.standard_normal(tuple(self.mean.shape)).astype(self.mean.dtype)
             else:
                 rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-                noise = Tensor(rng.standard_normal(tuple(self.mean.shape)).astype(np.float32), self.mean.dtype)
+                noise = Tensor(
+                    rng.standard_normal(tuple(self.mean.shape)).astype(np.float32), self.mean.dtype
+                )
         return self.mean + self.std * noise
 
     def mode(self) -> Tensor:
@@ -465,7 +482,9 @@ class TemporalAutoencoder(nn.Cell):
 
     def _check_latents(self, z) -> None:
         if not isinstance(z, Tensor):
-            raise ValueError(f"expected a mindspore Tensor of latents (B, C, T, h, w), got {type(z).__name__}")
+            raise ValueError(
+                f"expected a mindspore Tensor of latents (B, C, T, h, w), got {type(z).__name__}"
+            )
         if z.ndim != 5 or z.shape[1] != self.config.latent_channels:
             raise ValueError(
                 f"expected latents (B, {self.config.latent_channels}, T, h, w), got shape {tuple(z.shape)}"

@@ -36,7 +36,9 @@ class TilingConfig:
             )
         if self.tile_size is not None:
             if self.tile_size <= 0 or self.tile_size % s:
-                raise ValueError(f"tile_size must be a positive multiple of {s} or None, got {self.tile_size}")
+                raise ValueError(
+                    f"tile_size must be a positive multiple of {s} or None, got {self.tile_size}"
+                )
             if self.overlap_size < 0 or self.overlap_size % s or self.overlap_size >= self.tile_size:
                 raise ValueError(
                     f"overlap_size must be a multiple of {s} in [0, tile_size={self.tile_size}), "
@@ -74,7 +76,7 @@ def _axis_plan(spans_in: list[tuple[int, int]], scale_out, out_length: int):
     outs = [(scale_out(a, b)) for a, b in spans_in]
     outs = [(a, min(b, out_length)) for a, b in outs]
     plan = []
-    for k, (span_in, (a, b)) in enumerate(zip(spans_in, outs)):
+    for k, (span_in, (a, b)) in enumerate(zip(spans_in, outs, strict=True)):
         left = outs[k - 1][1] - a if k > 0 else 0
         right = b - outs[k + 1][0] if k + 1 < len(outs) else 0
         plan.append((span_in, (a, b), ramp(b - a, max(left, 0), max(right, 0))))
@@ -86,9 +88,9 @@ def _blend(run_tile, x: np.ndarray | Tensor, plans, out_shape: tuple[int, ...]) 
     acc = np.zeros(out_shape, np.float32)
     weight = np.zeros(out_shape[2:], np.float32)
     plan_t, plan_h, plan_w = plans
-    for (ti, to, wt) in plan_t:
-        for (hi, ho, wh) in plan_h:
-            for (wi, wo, ww) in plan_w:
+    for ti, to, wt in plan_t:
+        for hi, ho, wh in plan_h:
+            for wi, wo, ww in plan_w:
                 tile = x[:, :, ti[0] : ti[1], hi[0] : hi[1], wi[0] : wi[1]]
                 out = run_tile(tile)
                 out = out[:, :, : to[1] - to[0], : ho[1] - ho[0], : wo[1] - wo[0]]
