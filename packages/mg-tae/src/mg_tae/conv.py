@@ -64,6 +64,7 @@ def _mask_column(x, n_rows: int, width: int, channels: int, column: int):
 
 
 _MATMUL_TA = ops.MatMul(transpose_a=True)
+_MATMUL_TB = ops.MatMul(transpose_b=True)
 
 
 def _tap_major(weight, taps: int):
@@ -204,7 +205,7 @@ def pointwise_rows(x, weight, bias):
     """1x1 conv on channels-last x (..., C); weight (C_out, C, 1, 1) or (C_out, C)."""
     c = x.shape[-1]
     c_out = weight.shape[0]
-    y = mint.matmul(x.reshape(-1, c), weight.reshape(c_out, c).T)
+    y = _MATMUL_TB(x.reshape(-1, c), weight.reshape(c_out, c))
     y = ops.bias_add(y, bias) if bias is not None else y
     return y.reshape((*x.shape[:-1], c_out))
 

@@ -31,6 +31,9 @@ from mg_tae.conv import (
     temporal_conv3_rows,
     temporal_conv3_stride2_rows,
 )
+from mg_tae.speed import warn_if_slow_convolution
+
+_BMM_TB = ops.BatchMatMul(transpose_b=True)
 
 # Max elements of one attention score block; larger attention runs in chunks of frames / pixels.
 MAX_ATTENTION_ELEMENTS = 32 * 2**20
@@ -201,7 +204,7 @@ def _attention(q, k, v, scale: float):
     outs = []
     for start in range(0, n, step):
         end = smaller(n, start + step)
-        scores = mint.bmm(q[start:end], ops.transpose(k[start:end], (0, 2, 1))) * scale
+        scores = _BMM_TB(q[start:end], k[start:end]) * scale
         outs.append(mint.bmm(mint.nn.functional.softmax(scores, -1), v[start:end]))
     return outs[0] if len(outs) == 1 else mint.cat(outs, 0)
 
@@ -451,8 +454,6 @@ class TemporalAutoencoder(nn.Cell):
         self.encoder = Encoder(self.config, init, self.backend)
         self.decoder = Decoder(self.config, init, self.backend)
         self.tiling = None
-        from mg_tae.speed import warn_if_slow_convolution
-
         warn_if_slow_convolution(self.backend)
 
     # ----- shapes and validation -------------------------------------------------------------------------
