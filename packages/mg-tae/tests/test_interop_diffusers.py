@@ -55,20 +55,24 @@ def test_sd35_key_set_maps_completely():
     )
 
 
-def _reduced_sd35():
-    reduced = dict(SD35_VAE, block_out_channels=[32, 64, 64, 64])
+def _reduced_sd35(widths=(32, 64, 64, 64)):
+    reduced = dict(SD35_VAE, block_out_channels=list(widths))
     torch.manual_seed(0)
     vae = diffusers.AutoencoderKL(**reduced).eval()
     with torch.no_grad():  # random, non-trivial norms so the comparison exercises every affine
         for name, p in vae.named_parameters():
             if "norm" in name:
                 p.add_(0.1 * torch.randn_like(p))
-    config = TAEConfig(block_out_channels=(32, 64, 64, 64))
+    config = TAEConfig(block_out_channels=tuple(widths))
     return vae, config
 
 
-def test_inflated_tae_matches_diffusers_on_single_frames(tmp_path):
-    vae, config = _reduced_sd35()
+@pytest.mark.parametrize(
+    "widths",
+    [(32, 64, 64, 64), pytest.param((128, 256, 512, 512), marks=pytest.mark.slow, id="sd35-full-width")],
+)
+def test_inflated_tae_matches_diffusers_on_single_frames(tmp_path, widths):
+    vae, config = _reduced_sd35(widths)
     src = tmp_path / "diffusion_pytorch_model.safetensors"
     save_file({k: v.detach().numpy().copy() for k, v in vae.state_dict().items()}, str(src))
     (tmp_path / "tae.json").write_text(json.dumps(config.to_dict()))
