@@ -86,7 +86,7 @@ def test_chunked_equals_plain_and_numpy(name):
     value_p, grads_p = value_and_grads(PlainAttention(), q, k, v, dout, mask)
     value_c, grads_c = value_and_grads(ChunkedAttention(chunk), q, k, v, dout, mask)
     np.testing.assert_allclose(value_c, value_p, rtol=1e-5)
-    for grad_c, grad_p, label in zip(grads_c, grads_p, "qkv"):
+    for grad_c, grad_p, label in zip(grads_c, grads_p, "qkv", strict=True):
         assert np.abs(grad_p).max() > 1e-3, f"d{label} is trivially zero"
         np.testing.assert_allclose(grad_c, grad_p, atol=1e-5, err_msg=f"d{label}")
 
@@ -102,7 +102,7 @@ def test_fully_masked_query_attends_uniformly():
 
 
 def test_rectangular_chunks_and_bool_mask():
-    q, k, v, dout = qkv(2, 2, 20, 14, 8, seed=3)
+    q, k, v, _dout = qkv(2, 2, 20, 14, 8, seed=3)
     mask = key_padding_mask(2, 14).astype(bool)
     expected = numpy_attention(q, k, v, mask)
     out = ChunkedAttention(chunk_size=8, chunk_size_k=5)(Tensor(q), Tensor(k), Tensor(v), Tensor(mask))
@@ -116,7 +116,7 @@ def test_chunked_gradients_under_jit_equal_pynative():
     value_j, grads_j = value_and_grads(ChunkedAttention(8), q, k, v, dout, mask, jit=True)
     _, grads_plain = value_and_grads(PlainAttention(), q, k, v, dout, mask)
     np.testing.assert_allclose(value_j, value_e, rtol=1e-6)
-    for grad_j, grad_e, grad_p in zip(grads_j, grads_e, grads_plain):
+    for grad_j, grad_e, grad_p in zip(grads_j, grads_e, grads_plain, strict=True):
         np.testing.assert_allclose(grad_j, grad_e, atol=1e-6)
         np.testing.assert_allclose(grad_j, grad_p, atol=1e-5)
 

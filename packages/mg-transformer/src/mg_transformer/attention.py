@@ -50,8 +50,6 @@ class PlainAttention(nn.Cell):
         return _bmm(probs, v)
 
 
-
-
 def _split(x: Tensor, size: int, axis: int) -> tuple[Tensor, ...]:
     """Contiguous blocks of `size` along `axis` (the last may be shorter); one copy instead of a strided view
     per use, which matters in PyNative on CPU where every op on a view pays for a slow strided copy."""
@@ -82,7 +80,7 @@ class _ChunkedAttentionFunction(nn.Cell):
         rows = _split(bias, self.chunk_q, 2) if bias.shape[2] > 1 else (bias,) * n_q
         grid = ()
         for row in rows:
-            grid = grid + ((_split(row, self.chunk_k, 3) if row.shape[3] > 1 else (row,) * n_k),)
+            grid = (*grid, _split(row, self.chunk_k, 3) if row.shape[3] > 1 else (row,) * n_k)
         return grid
 
     def construct(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor):
@@ -112,7 +110,7 @@ class _ChunkedAttentionFunction(nn.Cell):
                 acc = acc * correction + _bmm(probs, v_blocks[j])
                 row_max = new_max
             inv_sum = mint.reciprocal(row_sum)
-            outs, maxes, inv_sums = outs + (acc * inv_sum,), maxes + (row_max,), inv_sums + (inv_sum,)
+            outs, maxes, inv_sums = (*outs, acc * inv_sum), (*maxes, row_max), (*inv_sums, inv_sum)
         if n_q == 1:
             return outs[0], maxes[0], inv_sums[0]
         return mint.cat(outs, 2), mint.cat(maxes, 2), mint.cat(inv_sums, 2)
@@ -133,7 +131,7 @@ class _ChunkedAttentionFunction(nn.Cell):
         dq_parts = (dq,)
         for i in range(1, len(blocks[0])):
             dq, dk_part, dv_part = self._block_grads(blocks, i, j)
-            dq_parts, dk, dv = dq_parts + (dq,), dk + dk_part, dv + dv_part
+            dq_parts, dk, dv = (*dq_parts, dq), dk + dk_part, dv + dv_part
         return dq_parts, dk, dv
 
     def bprop(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, out, dout):
@@ -158,8 +156,8 @@ class _ChunkedAttentionFunction(nn.Cell):
         dk_blocks, dv_blocks = (dk,), (dv,)
         for j in range(1, n_k):
             dq_parts, dk, dv = self._key_block_grads(blocks, j)
-            dq_blocks = tuple(dq + part for dq, part in zip(dq_blocks, dq_parts))
-            dk_blocks, dv_blocks = dk_blocks + (dk,), dv_blocks + (dv,)
+            dq_blocks = tuple(dq_blocks[i] + dq_parts[i] for i in range(n_q))
+            dk_blocks, dv_blocks = (*dk_blocks, dk), (*dv_blocks, dv)
         dq = dq_blocks[0] if n_q == 1 else mint.cat(dq_blocks, 2)
         dk = dk_blocks[0] if n_k == 1 else mint.cat(dk_blocks, 2)
         dv = dv_blocks[0] if n_k == 1 else mint.cat(dv_blocks, 2)

@@ -116,7 +116,9 @@ class TransformerConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - fields)
         if unknown:
-            raise ValueError(f"{source}: unknown TransformerConfig key(s) {unknown}; expected keys from {sorted(fields)}")
+            raise ValueError(
+                f"{source}: unknown TransformerConfig key(s) {unknown}; expected keys from {sorted(fields)}"
+            )
         return cls(**data)
 
     def to_json(self, path: str | Path) -> None:

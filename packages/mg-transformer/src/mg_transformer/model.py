@@ -99,9 +99,13 @@ class TransformerBlock(nn.Cell):
         self.cross_attn = Attention(hidden, config.num_heads, config.qk_norm, eps, _core(config))
         self.norm2 = RMSNorm(hidden, eps)
         self.mlp = FeedForward(hidden, config.ffn_size)
-        self.scale_shift_table = Parameter(Tensor(np.zeros((1, 6, hidden), np.float32)), name="scale_shift_table")
+        self.scale_shift_table = Parameter(
+            Tensor(np.zeros((1, 6, hidden), np.float32)), name="scale_shift_table"
+        )
 
-    def construct(self, x: Tensor, modulation: Tensor, text: Tensor, text_mask: Tensor | None = None) -> Tensor:
+    def construct(
+        self, x: Tensor, modulation: Tensor, text: Tensor, text_mask: Tensor | None = None
+    ) -> Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mint.chunk(
             modulation + self.scale_shift_table, 6, 1
         )
@@ -228,9 +232,13 @@ class MovieGenTransformer(nn.Cell):
             raise ValueError(
                 f"MovieGenTransformer: latents must be (B, {self.in_channels}, T, H, W), got {latents.shape}"
             )
-        for size, patch, limit, axis in zip(latents.shape[2:], self.patch_size, self.pos_embed_max_size, "THW"):
+        for size, patch, limit, axis in zip(  # noqa: B905 (graph mode does not parse zip's strict=)
+            latents.shape[2:], self.patch_size, self.pos_embed_max_size, "THW"
+        ):
             if size % patch:
-                raise ValueError(f"MovieGenTransformer: latent {axis}={size} is not divisible by patch size {patch}")
+                raise ValueError(
+                    f"MovieGenTransformer: latent {axis}={size} is not divisible by patch size {patch}"
+                )
             if size // patch > limit:
                 raise ValueError(
                     f"MovieGenTransformer: latent {axis}={size} gives {size // patch} patches, more than "
@@ -242,16 +250,18 @@ class MovieGenTransformer(nn.Cell):
                 f"{self.text_encoders}, got {len(text_embs)}"
             )
         if text_masks is not None and len(text_masks) != len(text_embs):
-            raise ValueError(f"MovieGenTransformer: got {len(text_masks)} text masks for {len(text_embs)} embeddings")
+            raise ValueError(
+                f"MovieGenTransformer: got {len(text_masks)} text masks for {len(text_embs)} embeddings"
+            )
 
     def _text_tokens(self, text_embs, text_masks):
         """Project and concatenate every encoder's tokens; the mask becomes (B, 1, 1, L) or None."""
         tokens = ()
         masks = ()
         for index, projection in enumerate(self.text_projections):
-            tokens = tokens + (projection(text_embs[index]),)
+            tokens = (*tokens, projection(text_embs[index]))
             if text_masks is not None:
-                masks = masks + (text_masks[index].astype(ms.float32),)
+                masks = (*masks, text_masks[index].astype(ms.float32))
         text = tokens[0] if len(tokens) == 1 else mint.cat(tokens, 1)
         if text_masks is None:
             return text, None

@@ -75,7 +75,9 @@ def load_state_dict(model, tensors: dict[str, np.ndarray], strict: bool = True, 
     missing = sorted(set(params) - set(tensors))
     unexpected = sorted(set(tensors) - set(params))
     if strict and (missing or unexpected):
-        raise ValueError(f"{source}: missing keys {missing[:10]}, unexpected keys {unexpected[:10]} (strict=True)")
+        raise ValueError(
+            f"{source}: missing keys {missing[:10]}, unexpected keys {unexpected[:10]} (strict=True)"
+        )
     updates = {}
     for name in sorted(set(params) & set(tensors)):
         value = np.asarray(tensors[name])
@@ -94,7 +96,9 @@ def load_safetensors(path: str | Path) -> dict[str, np.ndarray]:
     """All tensors of a safetensors file as numpy arrays (float16/bfloat16 files are upcast to float32)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such weights file (expected {WEIGHTS_NAME} from save_pretrained)")
+        raise FileNotFoundError(
+            f"{path}: no such weights file (expected {WEIGHTS_NAME} from save_pretrained)"
+        )
     tensors = {}
     try:
         with safe_open(str(path), framework="np") as handle:
@@ -119,10 +123,14 @@ def from_pretrained(directory: str | Path, strict: bool = True, **overrides):
     directory = Path(directory)
     config_path = directory / CONFIG_NAME
     if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: no such file (expected a directory written by save_pretrained)")
+        raise FileNotFoundError(
+            f"{config_path}: no such file (expected a directory written by save_pretrained)"
+        )
     config = TransformerConfig.from_json(config_path)
     if overrides:
-        config = TransformerConfig.from_dict({**config.to_dict(), **overrides}, source=f"{config_path} + overrides")
+        config = TransformerConfig.from_dict(
+            {**config.to_dict(), **overrides}, source=f"{config_path} + overrides"
+        )
     model = MovieGenTransformer(config)
     weights_path = directory / WEIGHTS_NAME
     load_state_dict(model, load_safetensors(weights_path), strict=strict, source=str(weights_path))

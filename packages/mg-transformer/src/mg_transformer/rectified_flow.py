@@ -85,16 +85,20 @@ def drop_text(
     masks = ()
     for index, emb in enumerate(text_embs):
         batch, length = emb.shape[0], emb.shape[1]
-        mask = ops.ones((batch, length), ms.float32) if text_masks is None else text_masks[index].astype(ms.float32)
+        mask = (
+            ops.ones((batch, length), ms.float32)
+            if text_masks is None
+            else text_masks[index].astype(ms.float32)
+        )
         null = null_text_embs[index].astype(emb.dtype)
-        null = null.reshape((1,) + null.shape) if null.ndim == 2 else null
+        null = null.reshape((1, *null.shape)) if null.ndim == 2 else null
         if null_text_masks is None or null_text_masks[index] is None:
             null_mask = ops.ones((1, null.shape[1]), ms.float32)
         else:
             null_mask = null_text_masks[index].astype(ms.float32).reshape(1, -1)
         null, null_mask = _fit_length(null, null_mask, length)
-        embs = embs + (mint.where(keep.reshape(-1, 1, 1), null, emb),)
-        masks = masks + (mint.where(keep, null_mask, mask),)
+        embs = (*embs, mint.where(keep.reshape(-1, 1, 1), null, emb))
+        masks = (*masks, mint.where(keep, null_mask, mask))
     return embs, masks
 
 
@@ -136,13 +140,19 @@ class RectifiedFlowLoss(nn.Cell):
     ):
         super().__init__()
         if timestep_sampling not in TIMESTEP_SAMPLING:
-            raise ValueError(f"timestep_sampling must be one of {TIMESTEP_SAMPLING}, got {timestep_sampling!r}")
+            raise ValueError(
+                f"timestep_sampling must be one of {TIMESTEP_SAMPLING}, got {timestep_sampling!r}"
+            )
         if not 0.0 <= text_dropout <= 1.0:
             raise ValueError(f"text_dropout must be in [0, 1], got {text_dropout}")
         if text_dropout > 0 and null_text_embs is None:
-            raise ValueError("text_dropout > 0 needs null_text_embs (the empty prompt's embeddings per encoder)")
+            raise ValueError(
+                "text_dropout > 0 needs null_text_embs (the empty prompt's embeddings per encoder)"
+            )
         self.model = model
-        self.null_text_embs = None if null_text_embs is None else tuple(Tensor(e, ms.float32) for e in null_text_embs)
+        self.null_text_embs = (
+            None if null_text_embs is None else tuple(Tensor(e, ms.float32) for e in null_text_embs)
+        )
         self.null_text_masks = None
         if null_text_masks is not None:
             self.null_text_masks = tuple(Tensor(m, ms.float32) for m in null_text_masks)
@@ -161,7 +171,9 @@ class RectifiedFlowLoss(nn.Cell):
         if drop is None and self.text_dropout > 0:
             drop = ops.uniform((batch,), Tensor(0.0, ms.float32), Tensor(1.0, ms.float32)) < self.text_dropout
         if drop is not None:
-            text_embs, text_masks = drop_text(text_embs, text_masks, self.null_text_embs, self.null_text_masks, drop)
+            text_embs, text_masks = drop_text(
+                text_embs, text_masks, self.null_text_embs, self.null_text_masks, drop
+            )
         return rectified_flow_loss(self.model, latents, text_embs, text_masks, t, noise, self.sigma_min)
 
 
@@ -209,7 +221,9 @@ def linear_quadratic_schedule(num_steps: int = 50, threshold: float = 0.025, lin
     return 1.0 - np.concatenate([linear, quadratic])
 
 
-def make_schedule(num_steps: int = 50, schedule: str = "linear-quadratic", threshold: float = 0.025) -> np.ndarray:
+def make_schedule(
+    num_steps: int = 50, schedule: str = "linear-quadratic", threshold: float = 0.025
+) -> np.ndarray:
     """The decreasing times (num_steps + 1, from 1 to 0) of a named schedule."""
     if schedule == "linear-quadratic":
         return linear_quadratic_schedule(num_steps, threshold)
@@ -218,27 +232,37 @@ def make_schedule(num_steps: int = 50, schedule: str = "linear-quadratic", thres
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
 
 
-def _ones_masks(embs: Sequence[Tensor], masks: Sequence[Tensor] | None) -> tuple[Tensor, ...]:
-    if masks is not None:
-        return tuple(Tensor(m).astype(ms.float32) for m in masks)
-    return tuple(ops.ones(e.shape[:2], ms.float32) for e in embs)
+def _as_batch(embs: Sequence, masks: Sequence | None) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """Per encoder: embeddings as (n, L, D) float tensors and masks as (n, L) floats (all ones when missing)."""
+    out_embs, out_masks = (), ()
+    for index, emb in enumerate(embs):
+        emb = (emb if isinstance(emb, Tensor) else Tensor(np.asarray(emb))).astype(ms.float32)
+        emb = emb.reshape((1, *emb.shape)) if emb.ndim == 2 else emb
+        if masks is None or masks[index] is None:
+            mask = ops.ones(emb.shape[:2], ms.float32)
+        else:
+            mask = masks[index]
+            mask = (mask if isinstance(mask, Tensor) else Tensor(np.asarray(mask))).astype(ms.float32)
+            mask = mask.reshape(emb.shape[:2])
+        out_embs, out_masks = (*out_embs, emb), (*out_masks, mask)
+    return out_embs, out_masks
 
 
 def _batch_text(cond_embs, cond_masks, uncond_embs, uncond_masks, batch: int):
     """Concatenate conditional and unconditional text along the batch (padding each encoder to one length)."""
     embs = ()
     masks = ()
-    for cond, cond_mask, uncond, uncond_mask in zip(cond_embs, cond_masks, uncond_embs, uncond_masks):
-        uncond = uncond.reshape((1,) + uncond.shape) if uncond.ndim == 2 else uncond
-        uncond_mask = uncond_mask.reshape(1, -1) if uncond_mask.ndim == 1 else uncond_mask
+    for cond, cond_mask, uncond, uncond_mask in zip(
+        cond_embs, cond_masks, uncond_embs, uncond_masks, strict=True
+    ):
         if uncond.shape[0] == 1 and batch > 1:
             uncond = mint.tile(uncond, (batch, 1, 1))
             uncond_mask = mint.tile(uncond_mask, (batch, 1))
         length = max(cond.shape[1], uncond.shape[1])
         cond, cond_mask = _fit_length(cond, cond_mask, length)
-        uncond, uncond_mask = _fit_length(uncond.astype(cond.dtype), uncond_mask, length)
-        embs = embs + (mint.cat((cond, uncond), 0),)
-        masks = masks + (mint.cat((cond_mask, uncond_mask), 0),)
+        uncond, uncond_mask = _fit_length(uncond, uncond_mask, length)
+        embs = (*embs, mint.cat((cond, uncond), 0))
+        masks = (*masks, mint.cat((cond_mask, uncond_mask), 0))
     return embs, masks
 
 
@@ -277,20 +301,21 @@ def sample(
     x = Tensor(noise, ms.float32) if not isinstance(noise, Tensor) else noise.astype(ms.float32)
     if tuple(x.shape) != shape:
         raise ValueError(f"sample: noise has shape {tuple(x.shape)}, expected {shape}")
-    text_embs = tuple(text_embs)
-    cond_masks = _ones_masks(text_embs, text_masks)
+    text_embs, cond_masks = _as_batch(text_embs, text_masks)
     guided = guidance_scale != 1.0
     if guided:
-        uncond_embs = negative_text_embs if negative_text_embs is not None else null_text_embs
-        uncond_masks = negative_text_masks if negative_text_embs is not None else null_text_masks
+        use_negative = negative_text_embs is not None
+        uncond_embs = negative_text_embs if use_negative else null_text_embs
+        uncond_masks = negative_text_masks if use_negative else null_text_masks
         if uncond_embs is None:
             raise ValueError(
                 "sample: guidance_scale != 1 needs null_text_embs (the empty prompt's embeddings) or negative_text_embs"
             )
-        uncond_embs = tuple(Tensor(e) if not isinstance(e, Tensor) else e for e in uncond_embs)
         if len(uncond_embs) != len(text_embs):
-            raise ValueError(f"sample: {len(uncond_embs)} unconditional embeddings for {len(text_embs)} encoders")
-        uncond_masks = _ones_masks(uncond_embs, uncond_masks)
+            raise ValueError(
+                f"sample: {len(uncond_embs)} unconditional embeddings for {len(text_embs)} encoders"
+            )
+        uncond_embs, uncond_masks = _as_batch(uncond_embs, uncond_masks)
         model_embs, model_masks = _batch_text(text_embs, cond_masks, uncond_embs, uncond_masks, batch)
     else:
         model_embs, model_masks = text_embs, cond_masks

@@ -28,7 +28,7 @@ def dummy_inputs(
     latents = rng.standard_normal((batch, config.in_channels, *latent_size)).astype(np.float32)
     timesteps = rng.uniform(0.0, 1.0, batch).astype(np.float32)
     embs, masks = [], []
-    for length, dim in zip(lengths, config.text_dims.values()):
+    for length, dim in zip(lengths, config.text_dims.values(), strict=True):
         embs.append(Tensor(rng.standard_normal((batch, length, dim)).astype(np.float32)))
         mask = np.ones((batch, length), np.float32)
         if padding:
