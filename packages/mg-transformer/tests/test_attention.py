@@ -16,14 +16,15 @@ from mg_transformer.attention import (
 
 
 def numpy_attention(q, k, v, mask=None):
-    """softmax(q k^T / sqrt(d) + log(mask)) v in float64, masked keys excluded (all-masked rows: uniform)."""
+    """softmax(q k^T / sqrt(d)) v over the unmasked keys, in float64; rows with no key to attend give zeros."""
     q, k, v = (a.astype(np.float64) for a in (q, k, v))
     scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
-    if mask is not None:
-        scores = np.where(np.broadcast_to(mask, scores.shape) > 0, scores, -1e30)
-    scores = scores - scores.max(-1, keepdims=True)
-    probs = np.exp(scores)
-    return (probs / probs.sum(-1, keepdims=True)) @ v
+    keep = np.ones(scores.shape, bool) if mask is None else np.broadcast_to(mask, scores.shape) > 0
+    scores = np.where(keep, scores, -np.inf)
+    row_max = np.where(keep.any(-1, keepdims=True), scores.max(-1, keepdims=True), 0.0)
+    probs = np.where(keep, np.exp(scores - row_max), 0.0)
+    total = probs.sum(-1, keepdims=True)
+    return np.divide(probs, total, out=np.zeros_like(probs), where=total > 0) @ v
 
 
 def qkv(batch, heads, seq_q, seq_k, dim, seed=0):
@@ -56,17 +57,18 @@ def value_and_grads(core, q, k, v, dout, mask, jit=False):
 
 
 CASES = {
-    # name: (batch, heads, S_q, S_k, head_dim, chunk, mask kind)
-    "self-uneven-chunks": (2, 3, 20, 20, 8, 8, None),
-    "cross-key-padding": (3, 2, 13, 22, 16, 8, "keys"),
-    "query-and-key-mask": (2, 2, 12, 17, 8, 6, "full"),
-    "single-chunk": (1, 2, 12, 12, 8, 64, "keys"),
+    # name: (batch, heads, S_q, S_k, head_dim, query chunk, key chunk, mask kind)
+    "self-uneven-blocks": (2, 3, 20, 20, 8, 8, 8, None),
+    "cross-key-padding": (3, 2, 13, 22, 16, 8, 8, "keys"),
+    "query-and-key-mask": (2, 2, 12, 17, 8, 6, 5, "full"),
+    "single-block-keys": (2, 2, 12, 12, 8, 5, 64, "keys"),
+    "one-block": (1, 2, 12, 12, 8, 64, 64, None),
 }
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_chunked_equals_plain_and_numpy(name):
-    batch, heads, seq_q, seq_k, dim, chunk, mask_kind = CASES[name]
+    batch, heads, seq_q, seq_k, dim, chunk, key_chunk, mask_kind = CASES[name]
     q, k, v, dout = qkv(batch, heads, seq_q, seq_k, dim)
     mask = None
     if mask_kind == "keys":
@@ -74,46 +76,52 @@ def test_chunked_equals_plain_and_numpy(name):
     elif mask_kind == "full":
         rng = np.random.default_rng(2)
         mask = (rng.random((batch, 1, seq_q, seq_k)) > 0.4).astype(np.float32)
-        mask[:, :, 0] = 0.0  # a query that may attend to nothing: both paths average all values
+        mask[:, :, 0] = 0.0  # a query that may attend to nothing: zeros
     expected = numpy_attention(q, k, v, mask)
     m = None if mask is None else Tensor(mask)
     plain = PlainAttention()(Tensor(q), Tensor(k), Tensor(v), m).asnumpy()
-    chunked = ChunkedAttention(chunk)(Tensor(q), Tensor(k), Tensor(v), m).asnumpy()
+    chunked = ChunkedAttention(chunk, key_chunk)(Tensor(q), Tensor(k), Tensor(v), m).asnumpy()
     np.testing.assert_allclose(plain, expected, atol=1e-5)
     np.testing.assert_allclose(chunked, expected, atol=1e-5)
     np.testing.assert_allclose(chunked, plain, atol=1e-5)
 
     value_p, grads_p = value_and_grads(PlainAttention(), q, k, v, dout, mask)
-    value_c, grads_c = value_and_grads(ChunkedAttention(chunk), q, k, v, dout, mask)
+    value_c, grads_c = value_and_grads(ChunkedAttention(chunk, key_chunk), q, k, v, dout, mask)
     np.testing.assert_allclose(value_c, value_p, rtol=1e-5)
     for grad_c, grad_p, label in zip(grads_c, grads_p, "qkv", strict=True):
         assert np.abs(grad_p).max() > 1e-3, f"d{label} is trivially zero"
         np.testing.assert_allclose(grad_c, grad_p, atol=1e-5, err_msg=f"d{label}")
 
 
-def test_fully_masked_query_attends_uniformly():
-    q, k, v, _ = qkv(1, 1, 4, 6, 8)
-    mask = np.ones((1, 1, 4, 6), np.float32)
-    mask[0, 0, 2] = 0.0
-    for core in (PlainAttention(), ChunkedAttention(2)):
-        out = core(Tensor(q), Tensor(k), Tensor(v), Tensor(mask)).asnumpy()
-        np.testing.assert_allclose(out[0, 0, 2], v[0, 0].mean(0), atol=1e-5)
-        assert np.isfinite(out).all()
+def test_rows_without_keys_give_zeros_and_no_gradient():
+    q, k, v, dout = qkv(2, 1, 4, 6, 8)
+    keys = np.ones((2, 1, 1, 6), np.float32)
+    keys[1] = 0.0  # sample 1 has no text at all
+    rows = np.ones((2, 1, 4, 6), np.float32)
+    rows[0, 0, 2] = 0.0  # query 2 of sample 0 may attend to nothing
+    for mask in (keys, rows):
+        for core in (PlainAttention(), ChunkedAttention(2, 4)):
+            out = core(Tensor(q), Tensor(k), Tensor(v), Tensor(mask)).asnumpy()
+            np.testing.assert_allclose(out, numpy_attention(q, k, v, mask), atol=1e-5)
+            _, (dq, dk, dv) = value_and_grads(core, q, k, v, dout, mask)
+            empty = ~(mask > 0).any(-1)[..., None]  # (B, 1, S_q or 1, 1)
+            assert np.all(np.where(np.broadcast_to(empty, dq.shape), dq, 0.0) == 0.0)
+            assert np.isfinite(dk).all() and np.isfinite(dv).all()
 
 
 def test_rectangular_chunks_and_bool_mask():
     q, k, v, _dout = qkv(2, 2, 20, 14, 8, seed=3)
     mask = key_padding_mask(2, 14).astype(bool)
     expected = numpy_attention(q, k, v, mask)
-    out = ChunkedAttention(chunk_size=8, chunk_size_k=5)(Tensor(q), Tensor(k), Tensor(v), Tensor(mask))
+    out = ChunkedAttention(chunk_size=8, key_chunk_size=5)(Tensor(q), Tensor(k), Tensor(v), Tensor(mask))
     np.testing.assert_allclose(out.asnumpy(), expected, atol=1e-5)
 
 
 def test_chunked_gradients_under_jit_equal_pynative():
     q, k, v, dout = qkv(2, 2, 20, 20, 8, seed=4)
     mask = key_padding_mask(2, 20)
-    value_e, grads_e = value_and_grads(ChunkedAttention(8), q, k, v, dout, mask)
-    value_j, grads_j = value_and_grads(ChunkedAttention(8), q, k, v, dout, mask, jit=True)
+    value_e, grads_e = value_and_grads(ChunkedAttention(8, 8), q, k, v, dout, mask)
+    value_j, grads_j = value_and_grads(ChunkedAttention(8, 8), q, k, v, dout, mask, jit=True)
     _, grads_plain = value_and_grads(PlainAttention(), q, k, v, dout, mask)
     np.testing.assert_allclose(value_j, value_e, rtol=1e-6)
     for grad_j, grad_e, grad_p in zip(grads_j, grads_e, grads_plain, strict=True):

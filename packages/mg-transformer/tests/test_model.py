@@ -135,7 +135,8 @@ def random_model(config, seed=0):
     [
         ({}, (2, 8, 8)),  # video, chunked attention (default on CPU)
         ({"qk_norm": True, "patch_size": (2, 2, 1), "attention_backend": "plain"}, (4, 4, 6)),
-        ({"text_dims": {"byt5": 24}, "attention_chunk_size": 8}, (1, 6, 4)),  # image, 3 key chunks
+        # an image; 3 query blocks, online softmax over 2-3 key blocks
+        ({"text_dims": {"byt5": 24}, "attention_chunk_size": 3, "attention_key_chunk_size": 4}, (1, 6, 4)),
     ],
 )
 def test_forward_matches_numpy_reference(overrides, latent_size):
@@ -180,7 +181,7 @@ def test_padded_text_tokens_are_ignored():
 
 
 def test_plain_and_chunked_backends_agree():
-    config = tiny(attention_chunk_size=8)
+    config = tiny(attention_chunk_size=8, attention_key_chunk_size=16)
     model = random_model(config, seed=2)
     plain = MovieGenTransformer(tiny(attention_backend="plain"))
     for (_, a), (_, b) in zip(plain.parameters_and_names(), model.parameters_and_names(), strict=True):

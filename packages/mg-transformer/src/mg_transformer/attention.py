@@ -5,8 +5,8 @@ All cores take q, k, v in BNSD layout `(batch, heads, seq, head_dim)` and an opt
 (docs/contracts.md section 5). Three implementations:
 
 - `PlainAttention`: softmax(q k^T / sqrt(d)) v. Materialises the full score matrix; the reference.
-- `ChunkedAttention`: online-softmax attention over query and key chunks with a recomputing backward, so neither
-  the forward nor the backward ever holds more than one `chunk x chunk` block of scores per (batch, head).
+- `ChunkedAttention`: exact attention over query and key blocks (online softmax) with a recomputing backward, so
+  neither the forward nor the backward holds a full score matrix: memory grows linearly with the sequence.
   The CPU default.
 - `FlashAttention`: MindSpore's fused `ops.flash_attention_score` (Ascend only; fp16/bf16 inside).
 
@@ -20,17 +20,15 @@ import math
 import mindspore as ms
 from mindspore import Tensor, mint, nn, ops
 
-# Added to the scores of masked keys. Finite (not -inf) so a row whose keys are all masked gives a uniform
-# average instead of NaN, identically in the plain and the chunked path.
+# Added to the scores of masked keys: exp() of it is exactly 0 in float32, and being finite it never makes NaNs.
 MASKED_SCORE = -1.0e30
 
 BACKENDS = ("auto", "chunked", "plain", "flash")
 
-# Batched matmuls with transpose flags: on CPU in PyNative, `ops.BatchMatMul` is several times faster than
-# `mint.matmul` on 4-D tensors, and the flags avoid materialising transposed views (slow strided copies).
+# Batched matmuls: on CPU in PyNative `ops.BatchMatMul` is several times faster than `mint.matmul` on 4-D
+# tensors. The chunked core feeds it pre-transposed operands, as the transpose flags run ~2x slower here.
 _bmm = ops.BatchMatMul()
 _bmm_nt = ops.BatchMatMul(transpose_b=True)  # a @ b^T
-_bmm_tn = ops.BatchMatMul(transpose_a=True)  # a^T @ b
 
 
 def mask_to_bias(mask: Tensor) -> Tensor:
@@ -38,8 +36,22 @@ def mask_to_bias(mask: Tensor) -> Tensor:
     return (1.0 - mask.astype(ms.float32)) * MASKED_SCORE
 
 
+def _as_4d(x: Tensor) -> Tensor:
+    while x.ndim < 4:
+        x = x.expand_dims(0)
+    return x
+
+
+def rows_with_keys(mask: Tensor) -> Tensor:
+    """1.0 for query rows that may attend to at least one key, else 0.0; shape (..., S_q or 1, 1).
+
+    Every core returns zeros for rows whose keys are all masked (a defined value instead of NaN or an average
+    over padding)."""
+    return mint.amax(_as_4d(mask).astype(ms.float32), -1, True)
+
+
 class PlainAttention(nn.Cell):
-    """Scaled dot-product attention that materialises the `(B, heads, S_q, S_k)` score matrix."""
+    """Scaled dot-product attention that materialises the `(B, heads, S_q, S_k)` score matrix (the reference)."""
 
     def construct(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         scale = 1.0 / math.sqrt(q.shape[-1])
@@ -47,148 +59,191 @@ class PlainAttention(nn.Cell):
         if mask is not None:
             scores = scores + mask_to_bias(mask)
         probs = mint.softmax(scores.astype(ms.float32), dim=-1).astype(v.dtype)
-        return _bmm(probs, v)
+        out = _bmm(probs, v)
+        return out if mask is None else out * rows_with_keys(mask)
 
 
 def _split(x: Tensor, size: int, axis: int) -> tuple[Tensor, ...]:
-    """Contiguous blocks of `size` along `axis` (the last may be shorter); one copy instead of a strided view
-    per use, which matters in PyNative on CPU where every op on a view pays for a slow strided copy."""
+    """Contiguous blocks of `size` along `axis` (the last may be shorter). One copy each, instead of a slow
+    strided copy every time a view is used (PyNative on CPU)."""
     if x.shape[axis] <= size:
-        return (x,)
+        return (x.contiguous(),)
     return tuple(part.contiguous() for part in mint.split(x, size, axis))
 
 
-class _ChunkedAttentionFunction(nn.Cell):
-    """Online-softmax attention with a hand-written, recomputing backward (FlashAttention-2's algorithm).
+def _t(x: Tensor) -> Tensor:
+    """Contiguous transpose of the last two axes."""
+    return x.transpose(0, 1, 3, 2).contiguous()
 
-    Returns `(out, row_max, inv_sum)`: the attention output and, per query, the maximum of its scaled scores and
-    the reciprocal of its softmax denominator, from which the backward rebuilds each block of probabilities
-    instead of storing them (kept apart rather than as one log-sum-exp, so a row whose keys are all masked,
-    with a maximum near MASKED_SCORE, keeps its exact normaliser). `bias` is an additive score bias broadcastable
-    to `(B, heads, S_q, S_k)`, ignored when the cell was built with `has_bias=False`. The block loops run over
-    static shapes, so the cell also compiles under `mindspore.jit` (unrolled).
+
+def _with_column(x: Tensor, column: Tensor) -> Tensor:
+    """Append `column` (broadcast to x's leading shape, one entry per row) as a last column of x."""
+    return mint.cat((x, mint.broadcast_to(column, (*x.shape[:-1], 1))), -1)
+
+
+def _with_row(x: Tensor, row: Tensor) -> Tensor:
+    """Append `row` (broadcast to x's leading shape) as a last row of x."""
+    return mint.cat((x, mint.broadcast_to(row, (*x.shape[:-2], 1, x.shape[-1]))), -2)
+
+
+class _ChunkedAttentionFunction(nn.Cell):
+    """Blockwise exact attention with a hand-written, recomputing backward (FlashAttention-2's algorithm).
+
+    Per query block and key block the scores go through MindSpore's fused softmax (on CPU several times faster
+    than separate max / subtract / exp / sum kernels); blocks over different keys are merged exactly through
+    their log-sum-exp (online softmax). The backward never stores probabilities: it rebuilds each block as
+    exp(scores - lse) with the per-row lse folded into the score matmul as an extra column, so no row-broadcast
+    runs on a block (those are the slowest CPU kernels), and every matmul takes pre-transposed operands.
+
+    `bias` is (B, 1 or heads, 1, S_k) when `key_bias` (a key-padding mask, folded into the score matmul the same
+    way), a general (B, 1 or heads, S_q, S_k) bias when `general_bias`, and ignored otherwise. Returns
+    `(out, lse)`; lse (B, heads, S_q, 1) is only meaningful with more than one key block (the single-block
+    backward recomputes the softmax directly). Loops run over static shapes, so the cell compiles under jit.
     """
 
-    def __init__(self, chunk_q: int, chunk_k: int, has_bias: bool):
+    def __init__(self, chunk_q: int, chunk_k: int, key_bias: bool, general_bias: bool):
         super().__init__()
         self.chunk_q = chunk_q
         self.chunk_k = chunk_k
-        self.has_bias = has_bias
+        self.key_bias = key_bias
+        self.general_bias = general_bias
+
+    def _operands(self, q: Tensor, k: Tensor, bias: Tensor):
+        """Scaled query blocks (with a ones column for a key bias) and transposed key blocks (with the bias row)."""
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        qs = q * scale
+        k_t = _t(k)
+        if self.key_bias:
+            qs = _with_column(qs, ops.ones((1, 1, 1, 1), qs.dtype))
+            k_t = _with_row(k_t, bias)
+        return _split(qs, self.chunk_q, 2), _split(k_t, self.chunk_k, 3)
 
     def _bias_blocks(self, bias: Tensor, n_q: int, n_k: int):
-        """bias split into a grid [query block][key block] (broadcast axes are not split)."""
+        """A general bias split into a grid [query block][key block] (broadcast axes are not split)."""
         rows = _split(bias, self.chunk_q, 2) if bias.shape[2] > 1 else (bias,) * n_q
-        grid = ()
-        for row in rows:
-            grid = (*grid, _split(row, self.chunk_k, 3) if row.shape[3] > 1 else (row,) * n_k)
-        return grid
+        return tuple(_split(row, self.chunk_k, 3) if row.shape[3] > 1 else (row,) * n_k for row in rows)
+
+    def _forward_block(self, q_block: Tensor, kt_block: Tensor, v_block: Tensor, bias_block, single: bool):
+        """Softmax-normalised output of one block pair and (with several key blocks) its log-sum-exp."""
+        scores = _bmm(q_block, kt_block)
+        if self.general_bias:
+            scores = scores + bias_block
+        probs = mint.softmax(scores, -1)
+        block_out = _bmm(probs, v_block)
+        if single:
+            return block_out, block_out[..., :1]  # the lse is not needed (see the class docstring)
+        # The block's log-sum-exp: its largest score minus the log of its largest probability.
+        return block_out, mint.max(scores, -1, True)[0] - mint.log(mint.max(probs, -1, True)[0])
 
     def construct(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor):
-        scale = 1.0 / math.sqrt(q.shape[-1])
-        q_blocks = _split(q * scale, self.chunk_q, 2)
-        k_blocks = _split(k, self.chunk_k, 2)
+        q_blocks, kt_blocks = self._operands(q, k, bias)
         v_blocks = _split(v, self.chunk_k, 2)
-        n_q, n_k = len(q_blocks), len(k_blocks)
-        biases = self._bias_blocks(bias, n_q, n_k) if self.has_bias else ()
-        outs, maxes, inv_sums = (), (), ()
+        n_q, n_k = len(q_blocks), len(kt_blocks)
+        biases = self._bias_blocks(bias, n_q, n_k) if self.general_bias else ((bias,) * n_k,) * n_q
+        outs, lses = (), ()
         for i in range(n_q):
-            scores = _bmm_nt(q_blocks[i], k_blocks[0])
-            if self.has_bias:
-                scores = scores + biases[i][0]
-            row_max = mint.amax(scores, -1, True)
-            probs = mint.exp(scores - row_max)
-            row_sum = mint.sum(probs, -1, True)
-            acc = _bmm(probs, v_blocks[0])
-            for j in range(1, n_k):
-                scores = _bmm_nt(q_blocks[i], k_blocks[j])
-                if self.has_bias:
-                    scores = scores + biases[i][j]
-                new_max = mint.maximum(row_max, mint.amax(scores, -1, True))
-                correction = mint.exp(row_max - new_max)
-                probs = mint.exp(scores - new_max)
-                row_sum = row_sum * correction + mint.sum(probs, -1, True)
-                acc = acc * correction + _bmm(probs, v_blocks[j])
-                row_max = new_max
-            inv_sum = mint.reciprocal(row_sum)
-            outs, maxes, inv_sums = (*outs, acc * inv_sum), (*maxes, row_max), (*inv_sums, inv_sum)
+            out, lse = self._forward_block(q_blocks[i], kt_blocks[0], v_blocks[0], biases[i][0], n_k == 1)
+            for j in range(1, n_k):  # online softmax: merge each further key block through the log-sum-exps
+                block_out, block_lse = self._forward_block(
+                    q_blocks[i], kt_blocks[j], v_blocks[j], biases[i][j], False
+                )
+                new_lse = mint.maximum(lse, block_lse)
+                new_lse = new_lse + mint.log(mint.exp(lse - new_lse) + mint.exp(block_lse - new_lse))
+                out = out * mint.exp(lse - new_lse) + block_out * mint.exp(block_lse - new_lse)
+                lse = new_lse
+            outs, lses = (*outs, out), (*lses, lse)
         if n_q == 1:
-            return outs[0], maxes[0], inv_sums[0]
-        return mint.cat(outs, 2), mint.cat(maxes, 2), mint.cat(inv_sums, 2)
+            return outs[0], lses[0]
+        return mint.cat(outs, 2), mint.cat(lses, 2)
 
-    def _block_grads(self, blocks, i: int, j: int):
-        """Gradient pieces of query block i against key block j: (dq part, dk part, dv part)."""
-        q_blocks, do_blocks, max_blocks, delta_blocks, k_blocks, v_blocks, biases = blocks
-        scores = _bmm_nt(q_blocks[i], k_blocks[j])
-        if self.has_bias:
+    def _grad_block(self, blocks, i: int, j: int, single: bool):
+        """dq of query block i from key block j, and that pair's contributions to dk^T and dv^T of key block j."""
+        q_blocks, kt_blocks, qt_blocks, do_aug_blocks, dot_blocks, vt_aug_blocks, k_blocks, biases = blocks
+        scores = _bmm(q_blocks[i], kt_blocks[j])
+        if self.general_bias:
             scores = scores + biases[i][j]
-        probs = mint.exp(scores - max_blocks[i])
-        dscores = probs * (_bmm_nt(do_blocks[i], v_blocks[j]) - delta_blocks[i])
-        return _bmm(dscores, k_blocks[j]), _bmm_tn(dscores, q_blocks[i]), _bmm_tn(probs, do_blocks[i])
+        probs = mint.softmax(scores, -1) if single else mint.exp(scores)
+        dscores = probs * _bmm(do_aug_blocks[i], vt_aug_blocks[j])
+        return _bmm(dscores, k_blocks[j]), _bmm(qt_blocks[i], dscores), _bmm(dot_blocks[i], probs)
 
-    def _key_block_grads(self, blocks, j: int):
-        """dq pieces of every query block from key block j, and the full dk, dv of key block j."""
-        dq, dk, dv = self._block_grads(blocks, 0, j)
-        dq_parts = (dq,)
-        for i in range(1, len(blocks[0])):
-            dq, dk_part, dv_part = self._block_grads(blocks, i, j)
-            dq_parts, dk, dv = (*dq_parts, dq), dk + dk_part, dv + dv_part
-        return dq_parts, dk, dv
+    def _key_block_grads(self, blocks, j: int, n_q: int, single: bool, dq_sums):
+        """Gradients from key block j: dq of every query block added to `dq_sums` (empty for the first key
+        block), and the full dk^T and dv^T of key block j."""
+        dq, dkt, dvt = self._grad_block(blocks, 0, j, single)
+        dqs = (dq,) if len(dq_sums) == 0 else (dq_sums[0] + dq,)
+        for i in range(1, n_q):
+            dq, dkt_part, dvt_part = self._grad_block(blocks, i, j, single)
+            dqs = (*dqs, dq) if len(dq_sums) == 0 else (*dqs, dq_sums[i] + dq)
+            dkt, dvt = dkt + dkt_part, dvt + dvt_part
+        return dqs, dkt, dvt
 
     def bprop(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, out, dout):
-        # With e = exp(s - m) (unnormalised probabilities) and r = 1 / rowsum(e), p = e * r. Folding r into the
-        # per-row quantities do' = do * r and delta' = rowsum(do * o) * r gives, blockwise,
-        #   dv = e^T do',   ds = e * (do' v^T - delta'),   dq = ds k * scale,   dk = ds^T (q * scale).
-        o, row_max, inv_sum = out
+        # P = softmax(S) blockwise; dV = P^T dO; dS = P * (dO V^T - D) with D = rowsum(dO * O);
+        # dQ = dS K * scale; dK = dS^T (Q * scale). D is folded into dO V^T as an extra column (-D) of dO
+        # against a row of ones under V^T; transposed results are accumulated and transposed once at the end.
+        o, lse = out
         do = dout[0]
         scale = 1.0 / math.sqrt(q.shape[-1])
-        do_scaled = do * inv_sum
-        delta = mint.sum(do * o, -1, True) * inv_sum
-        q_blocks = _split(q * scale, self.chunk_q, 2)
-        do_blocks = _split(do_scaled, self.chunk_q, 2)
-        max_blocks = _split(row_max, self.chunk_q, 2)
-        delta_blocks = _split(delta, self.chunk_q, 2)
+        q_blocks, kt_blocks = self._operands(q, k, bias)
+        n_q, n_k = len(q_blocks), len(kt_blocks)
+        single = n_k == 1
+        if (
+            not single
+        ):  # p = exp(scores - lse): fold -lse into the score matmul as a column against a row of ones
+            lse_blocks = _split(lse, self.chunk_q, 2)
+            q_blocks = tuple(_with_column(q_blocks[i], -lse_blocks[i]) for i in range(n_q))
+            kt_blocks = tuple(_with_row(kt, ops.ones((1, 1, 1, 1), kt.dtype)) for kt in kt_blocks)
+        qt_blocks = tuple(_t(block) for block in _split(q * scale, self.chunk_q, 2))
+        delta = mint.sum(do * o, -1, True)
+        do_aug_blocks = _split(_with_column(do, -delta), self.chunk_q, 2)
+        dot_blocks = tuple(_t(block) for block in _split(do, self.chunk_q, 2))
+        vt_aug_blocks = _split(_with_row(_t(v), ops.ones((1, 1, 1, 1), v.dtype)), self.chunk_k, 3)
         k_blocks = _split(k, self.chunk_k, 2)
-        v_blocks = _split(v, self.chunk_k, 2)
-        n_q, n_k = len(q_blocks), len(k_blocks)
-        biases = self._bias_blocks(bias, n_q, n_k) if self.has_bias else ()
-        blocks = (q_blocks, do_blocks, max_blocks, delta_blocks, k_blocks, v_blocks, biases)
-        dq_blocks, dk, dv = self._key_block_grads(blocks, 0)
-        dk_blocks, dv_blocks = (dk,), (dv,)
+        biases = self._bias_blocks(bias, n_q, n_k) if self.general_bias else ()
+        blocks = (q_blocks, kt_blocks, qt_blocks, do_aug_blocks, dot_blocks, vt_aug_blocks, k_blocks, biases)
+        dq_blocks, dkt, dvt = self._key_block_grads(blocks, 0, n_q, single, ())
+        dkt_blocks, dvt_blocks = (dkt,), (dvt,)
         for j in range(1, n_k):
-            dq_parts, dk, dv = self._key_block_grads(blocks, j)
-            dq_blocks = tuple(dq_blocks[i] + dq_parts[i] for i in range(n_q))
-            dk_blocks, dv_blocks = (*dk_blocks, dk), (*dv_blocks, dv)
+            dq_blocks, dkt, dvt = self._key_block_grads(blocks, j, n_q, single, dq_blocks)
+            dkt_blocks, dvt_blocks = (*dkt_blocks, dkt), (*dvt_blocks, dvt)
         dq = dq_blocks[0] if n_q == 1 else mint.cat(dq_blocks, 2)
-        dk = dk_blocks[0] if n_k == 1 else mint.cat(dk_blocks, 2)
-        dv = dv_blocks[0] if n_k == 1 else mint.cat(dv_blocks, 2)
+        dk = _t(dkt_blocks[0] if n_k == 1 else mint.cat(dkt_blocks, 3))
+        dv = _t(dvt_blocks[0] if n_k == 1 else mint.cat(dvt_blocks, 3))
         return dq * scale, dk, dv, ops.zeros_like(bias)
 
 
 class ChunkedAttention(nn.Cell):
-    """Memory-efficient attention: exact softmax attention computed block by block (online softmax).
+    """Memory-efficient exact attention, computed block by block with an online softmax.
 
-    Peak extra memory is one `(B, heads, chunk_q, chunk_k)` score block instead of `(B, heads, S_q, S_k)`, in the
-    forward and in the backward (which recomputes the blocks from the saved softmax statistics). Equal to
-    `PlainAttention` up to float32 rounding; with sequences no longer than one chunk it is plain attention.
+    Extra memory is a few `(B, heads, chunk_size, key_chunk_size)` blocks instead of `(B, heads, S_q, S_k)`
+    score matrices, in the forward and in the backward (which recomputes the blocks), so it grows linearly with
+    the sequence length. Equal to `PlainAttention` up to float32 rounding, masks included.
     """
 
-    def __init__(self, chunk_size: int = 1024, chunk_size_k: int | None = None):
+    def __init__(self, chunk_size: int = 512, key_chunk_size: int = 4096):
         super().__init__()
-        if chunk_size < 1 or (chunk_size_k is not None and chunk_size_k < 1):
-            raise ValueError(f"ChunkedAttention: chunk sizes must be >= 1, got {chunk_size}, {chunk_size_k}")
-        chunk_k = chunk_size if chunk_size_k is None else chunk_size_k
-        self.unmasked = _ChunkedAttentionFunction(chunk_size, chunk_k, has_bias=False)
-        self.masked = _ChunkedAttentionFunction(chunk_size, chunk_k, has_bias=True)
+        if chunk_size < 1 or key_chunk_size < 1:
+            raise ValueError(
+                f"ChunkedAttention: chunk sizes must be >= 1, got {chunk_size}, {key_chunk_size}"
+            )
+        self.chunk_size = chunk_size
+        self.key_chunk_size = key_chunk_size
+        self.unmasked = _ChunkedAttentionFunction(chunk_size, key_chunk_size, False, False)
+        self.key_masked = _ChunkedAttentionFunction(chunk_size, key_chunk_size, True, False)
+        self.masked = _ChunkedAttentionFunction(chunk_size, key_chunk_size, False, True)
 
     def construct(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         if mask is None:
-            out, _, _ = self.unmasked(q, k, v, ops.zeros((1, 1, 1, 1), q.dtype))
-        else:
-            bias = mask_to_bias(mask).astype(q.dtype)
-            while bias.ndim < 4:
-                bias = bias.expand_dims(0)
-            out, _, _ = self.masked(q, k, v, bias)
-        return out
+            out, _ = self.unmasked(q, k, v, ops.zeros((1, 1, 1, 1), q.dtype))
+            return out
+        mask = _as_4d(mask)
+        bias = mask_to_bias(mask).astype(q.dtype)
+        has_keys = rows_with_keys(mask).astype(q.dtype)
+        if mask.shape[2] == 1:  # key padding: the bias folds into the score matmul, the row check into v
+            out, _ = self.key_masked(q, k, v * has_keys, bias)
+            return out
+        out, _ = self.masked(q, k, v, bias)
+        return out * has_keys
 
 
 class FlashAttention(nn.Cell):
@@ -233,8 +288,9 @@ def default_attention_backend() -> str:
     return "flash" if ms.get_context("device_target") == "Ascend" else "chunked"
 
 
-def make_attention_core(backend: str = "auto", chunk_size: int = 1024) -> nn.Cell:
-    """Build an attention core: `"auto"`, `"chunked"`, `"plain"` or `"flash"` (Ascend only)."""
+def make_attention_core(backend: str = "auto", chunk_size: int = 512, key_chunk_size: int = 4096) -> nn.Cell:
+    """Build an attention core: `"auto"`, `"chunked"`, `"plain"` or `"flash"` (Ascend only); the chunk sizes
+    are the chunked core's query and key block lengths."""
     if backend not in BACKENDS:
         raise ValueError(f"attention_backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
@@ -243,4 +299,4 @@ def make_attention_core(backend: str = "auto", chunk_size: int = 1024) -> nn.Cel
         return FlashAttention()
     if backend == "plain":
         return PlainAttention()
-    return ChunkedAttention(chunk_size)
+    return ChunkedAttention(chunk_size, key_chunk_size)

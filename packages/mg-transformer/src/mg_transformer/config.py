@@ -25,7 +25,8 @@ class TransformerConfig:
     its embedding width, and its order is the order in which the model's forward takes the encoders' embeddings
     and masks. `pos_embed_max_size` is the (t, h, w) size of the learnable position tables in patches: inputs may
     use any grid up to it. `attention_backend` picks the attention core ("auto" = fused flash attention on
-    Ascend, chunked online-softmax attention elsewhere); `attention_chunk_size` is the chunked core's block.
+    Ascend, chunked online-softmax attention elsewhere); `attention_chunk_size` and `attention_key_chunk_size`
+    are the chunked core's query and key block lengths.
     """
 
     num_layers: int = 24
@@ -43,7 +44,8 @@ class TransformerConfig:
     timestep_scale: float = 1000.0
     init_std: float = 0.02
     attention_backend: str = "auto"
-    attention_chunk_size: int = 1024
+    attention_chunk_size: int = 512
+    attention_key_chunk_size: int = 4096
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(int(p) for p in self.patch_size)
@@ -77,6 +79,8 @@ class TransformerConfig:
             fail("attention_backend", f"one of {BACKENDS}")
         if self.attention_chunk_size < 1:
             fail("attention_chunk_size", "a positive integer")
+        if self.attention_key_chunk_size < 1:
+            fail("attention_key_chunk_size", "a positive integer")
 
     @property
     def text_encoders(self) -> tuple[str, ...]:

@@ -145,7 +145,9 @@ class TextProjection(nn.Cell):
 
 
 def _core(config: TransformerConfig) -> nn.Cell:
-    return make_attention_core(config.attention_backend, config.attention_chunk_size)
+    return make_attention_core(
+        config.attention_backend, config.attention_chunk_size, config.attention_key_chunk_size
+    )
 
 
 class MovieGenTransformer(nn.Cell):
