@@ -319,3 +319,11 @@ def test_bad_inputs_raise_clear_errors():
         ValueError, match=r"expected 3 text embeddings in the order \('ul2', 'byt5', 'metaclip'\)"
     ):
         model(latents, t, embs[:2], masks[:2])
+
+
+def test_missing_masks_mean_no_padding():
+    config = tiny(text_dims={"ul2": 64, "metaclip": 48})
+    model = random_model(config, seed=6)
+    latents, t, embs, _ = dummy_inputs(config, latent_size=(1, 4, 4), padding=False)
+    ones = tuple(Tensor(np.ones(e.shape[:2], np.float32)) for e in embs)
+    np.testing.assert_allclose(model(latents, t, embs).asnumpy(), model(latents, t, embs, ones).asnumpy(), atol=1e-6)

@@ -286,3 +286,22 @@ def test_tiny_model_overfits_one_batch():
 
     losses = [float(train_step(latents, embs, masks, t, noise).asnumpy()) for _ in range(20)]
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
+
+
+def test_sampling_the_tiny_model_eagerly_and_under_jit_agree():
+    config = TransformerConfig.preset("tiny", num_layers=1)
+    model = MovieGenTransformer(config)
+    randomize_parameters(model, seed=4, std=0.1)
+    _, _, embs, masks = dummy_inputs(config, batch=2, latent_size=(1, 4, 4))
+    nulls = [np.zeros((1, dim), np.float32) for dim in config.text_dims.values()]
+    kwargs = dict(null_text_embs=nulls, guidance_scale=4.0, num_steps=3, seed=5)
+    steps = []
+
+    def velocity(x, t, embs, masks):
+        return model(x, t, embs, masks)
+
+    eager = sample(model, (2, 16, 1, 4, 4), embs, masks, progress=lambda *a: steps.append(a), **kwargs).asnumpy()
+    jitted = sample(ms.jit(velocity), (2, 16, 1, 4, 4), embs, masks, **kwargs).asnumpy()
+    assert [s[0] for s in steps] == [1, 2, 3] and steps[-1][2] == 0.0
+    assert np.isfinite(eager).all() and np.abs(eager).max() > 0.1
+    np.testing.assert_allclose(jitted, eager, rtol=1e-4, atol=1e-4 * np.abs(eager).max())
