@@ -80,7 +80,7 @@ def main() -> None:
     )
     parser.add_argument("--heads", type=int, default=8, help="attention heads (batch is 1)")
     parser.add_argument("--head-dim", type=int, default=64, help="head dimension")
-    parser.add_argument("--chunk", type=int, default=512, help="query block length of the chunked path")
+    parser.add_argument("--chunk", type=int, default=2048, help="query block length of the chunked path")
     parser.add_argument("--key-chunk", type=int, default=4096, help="key block length of the chunked path")
     parser.add_argument("--forward-only", action="store_true", help="skip the forward+backward timing")
     parser.add_argument(

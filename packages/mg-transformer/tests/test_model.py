@@ -326,4 +326,6 @@ def test_missing_masks_mean_no_padding():
     model = random_model(config, seed=6)
     latents, t, embs, _ = dummy_inputs(config, latent_size=(1, 4, 4), padding=False)
     ones = tuple(Tensor(np.ones(e.shape[:2], np.float32)) for e in embs)
-    np.testing.assert_allclose(model(latents, t, embs).asnumpy(), model(latents, t, embs, ones).asnumpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        model(latents, t, embs).asnumpy(), model(latents, t, embs, ones).asnumpy(), atol=1e-6
+    )

@@ -300,7 +300,9 @@ def test_sampling_the_tiny_model_eagerly_and_under_jit_agree():
     def velocity(x, t, embs, masks):
         return model(x, t, embs, masks)
 
-    eager = sample(model, (2, 16, 1, 4, 4), embs, masks, progress=lambda *a: steps.append(a), **kwargs).asnumpy()
+    eager = sample(
+        model, (2, 16, 1, 4, 4), embs, masks, progress=lambda *a: steps.append(a), **kwargs
+    ).asnumpy()
     jitted = sample(ms.jit(velocity), (2, 16, 1, 4, 4), embs, masks, **kwargs).asnumpy()
     assert [s[0] for s in steps] == [1, 2, 3] and steps[-1][2] == 0.0
     assert np.isfinite(eager).all() and np.abs(eager).max() > 0.1

@@ -220,7 +220,7 @@ class ChunkedAttention(nn.Cell):
     the sequence length. Equal to `PlainAttention` up to float32 rounding, masks included.
     """
 
-    def __init__(self, chunk_size: int = 512, key_chunk_size: int = 4096):
+    def __init__(self, chunk_size: int = 2048, key_chunk_size: int = 4096):
         super().__init__()
         if chunk_size < 1 or key_chunk_size < 1:
             raise ValueError(
@@ -288,7 +288,7 @@ def default_attention_backend() -> str:
     return "flash" if ms.get_context("device_target") == "Ascend" else "chunked"
 
 
-def make_attention_core(backend: str = "auto", chunk_size: int = 512, key_chunk_size: int = 4096) -> nn.Cell:
+def make_attention_core(backend: str = "auto", chunk_size: int = 2048, key_chunk_size: int = 4096) -> nn.Cell:
     """Build an attention core: `"auto"`, `"chunked"`, `"plain"` or `"flash"` (Ascend only); the chunk sizes
     are the chunked core's query and key block lengths."""
     if backend not in BACKENDS:

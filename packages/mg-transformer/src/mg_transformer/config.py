@@ -44,7 +44,7 @@ class TransformerConfig:
     timestep_scale: float = 1000.0
     init_std: float = 0.02
     attention_backend: str = "auto"
-    attention_chunk_size: int = 512
+    attention_chunk_size: int = 2048
     attention_key_chunk_size: int = 4096
 
     def __post_init__(self) -> None:
