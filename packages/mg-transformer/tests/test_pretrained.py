@@ -2,6 +2,7 @@
 
 import json
 
+import mindspore as ms
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
@@ -54,6 +55,16 @@ def test_strict_loading_names_missing_and_unexpected_keys(tmp_path):
         ValueError, match=r"patch_embed.weight has shape \(3, 3\), the model expects \(64, 64\)"
     ):
         MovieGenTransformer.from_pretrained(directory, strict=False)
+
+
+def test_half_precision_checkpoints_load_as_float32(tmp_path):
+    _, directory = saved_model(tmp_path)
+    tensors = load_file(str(directory / "model.safetensors"))
+    save_file({k: v.astype(np.float16) for k, v in tensors.items()}, str(directory / "model.safetensors"))
+    loaded = dict(MovieGenTransformer.from_pretrained(directory).parameters_and_names())
+    for name, value in tensors.items():
+        assert loaded[name].dtype == ms.float32
+        np.testing.assert_array_equal(loaded[name].asnumpy(), value.astype(np.float16).astype(np.float32))
 
 
 def test_missing_or_broken_files(tmp_path):

@@ -93,23 +93,17 @@ def load_state_dict(model, tensors: dict[str, np.ndarray], strict: bool = True, 
 
 
 def load_safetensors(path: str | Path) -> dict[str, np.ndarray]:
-    """All tensors of a safetensors file as numpy arrays (float16/bfloat16 files are upcast to float32)."""
+    """All tensors of a safetensors file as numpy arrays (float16/bfloat16 stay as stored; loading upcasts)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: no such weights file (expected {WEIGHTS_NAME} from save_pretrained)"
         )
-    tensors = {}
     try:
         with safe_open(str(path), framework="np") as handle:
-            for key in handle.keys():  # noqa: SIM118 (safe_open handles are not iterable)
-                tensors[key] = handle.get_tensor(key)
-    except TypeError:  # numpy has no bfloat16: let MindSpore decode the file
-        checkpoint = ms.load_checkpoint(str(path), format="safetensors")
-        tensors = {key: param.astype(ms.float32).asnumpy() for key, param in checkpoint.items()}
+            return {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (handles are not dicts)
     except Exception as error:
         raise ValueError(f"{path}: not a readable safetensors file ({error})") from error
-    return tensors
 
 
 def from_pretrained(directory: str | Path, strict: bool = True, **overrides):
