@@ -329,3 +329,19 @@ def test_missing_masks_mean_no_padding():
     np.testing.assert_allclose(
         model(latents, t, embs).asnumpy(), model(latents, t, embs, ones).asnumpy(), atol=1e-6
     )
+
+
+def test_init_is_deterministic_given_a_seed():
+    def weights(model):
+        return dict(model.parameters_and_names())["blocks.0.attn.to_q.weight"].asnumpy()
+
+    ms.set_seed(123)
+    first = weights(MovieGenTransformer(tiny()))
+    ms.set_seed(123)
+    np.testing.assert_array_equal(weights(MovieGenTransformer(tiny())), first)
+    model = MovieGenTransformer(tiny())
+    model.init_weights(seed=7)
+    again = MovieGenTransformer(tiny())
+    again.init_weights(seed=7)
+    np.testing.assert_array_equal(weights(model), weights(again))
+    assert not np.array_equal(weights(model), first)

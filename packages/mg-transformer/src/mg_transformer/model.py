@@ -196,8 +196,9 @@ class MovieGenTransformer(nn.Cell):
 
     def init_weights(self, seed: int | None = None) -> None:
         """Reference init: linears and position tables N(0, init_std); modulation tables N(0, 1/hidden);
-        the shared adaLN projection and the output projection zero (so the model starts as a zero velocity)."""
-        rng = np.random.default_rng(seed)
+        the shared adaLN projection and the output projection zero (so the model starts as a zero velocity).
+        Deterministic given `seed`, or MindSpore's global seed (`mindspore.set_seed`) when `seed` is None."""
+        rng = np.random.default_rng(ms.get_seed() if seed is None else seed)
         std = self.config.init_std
         hidden = self.hidden_size
         norm_weights = {id(cell.weight) for _, cell in self.cells_and_names() if isinstance(cell, RMSNorm)}
@@ -270,7 +271,13 @@ class MovieGenTransformer(nn.Cell):
         mask = masks[0] if len(masks) == 1 else mint.cat(masks, 1)
         return text, mask.reshape(mask.shape[0], 1, 1, mask.shape[1])
 
-    def construct(self, latents: Tensor, timesteps: Tensor, text_embs, text_masks=None) -> Tensor:
+    def construct(
+        self,
+        latents: Tensor,
+        timesteps: Tensor,
+        text_embs: tuple[Tensor, ...],
+        text_masks: tuple[Tensor, ...] | None = None,
+    ) -> Tensor:
         self._check_inputs(latents, text_embs, text_masks)
         batch, channels, frames, height, width = latents.shape
         pt, ph, pw = self.patch_size
