@@ -1,0 +1,133 @@
+"""The TAE's configuration: one dataclass whose defaults are the SD3.5 VAE sizes inflated to 2.5D."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("auto", "matmul", "native")
+
+
+@dataclass
+class TAEConfig:
+    """Sizes and constants of a Temporal Autoencoder.
+
+    Defaults are the SD3.5 VAE (diffusers `AutoencoderKL`: 128 base channels, multipliers 1, 2, 4, 4, 2 res blocks
+    per encoder level and 3 per decoder level, 16 latent channels, GroupNorm 32, mid-block attention, scaling
+    1.5305 and shift 0.0609) with Movie Gen's temporal layers: a 3-tap temporal conv after every spatial conv,
+    temporal downsampling after the spatial downsampling of encoder levels 0-2 and temporal upsampling in the
+    decoder's first three up blocks (the mirror levels), and temporal attention after the spatial mid attention.
+    """
+
+    in_channels: int = 3
+    out_channels: int = 3
+    latent_channels: int = 16
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
+    layers_per_block: int = 2
+    norm_num_groups: int = 32
+    norm_eps: float = 1e-6
+    mid_block_add_attention: bool = True
+    # Encoder levels (diffusers `down_blocks` index) followed by a stride-2 temporal conv.
+    temporal_downsample_levels: tuple[int, ...] = (0, 1, 2)
+    # Decoder up blocks (diffusers `up_blocks` index, 0 = lowest resolution) followed by temporal upsampling.
+    temporal_upsample_levels: tuple[int, ...] = (0, 1, 2)
+    # GroupNorm statistics per frame (True: a frame is normalised on its own, so results do not depend on clip
+    # length or temporal tiling) or over the whole clip (False: the reference implementation's 5D GroupNorm).
+    norm_per_frame: bool = True
+    scaling_factor: float = 1.5305
+    shift_factor: float = 0.0609
+    # "matmul": convs as one matmul each (fast on CPU); "native": MindSpore convolutions (use on Ascend);
+    # "auto": native on Ascend, matmul elsewhere.
+    conv_backend: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
+        self.temporal_downsample_levels = tuple(int(i) for i in self.temporal_downsample_levels)
+        self.temporal_upsample_levels = tuple(int(i) for i in self.temporal_upsample_levels)
+        self.validate()
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> TAEConfig:
+        """A small TAE with the full 2.5D structure and 8x compression in T, H and W, for tests and CPU runs."""
+        values: dict[str, Any] = dict(
+            block_out_channels=(16, 32, 32, 64),
+            layers_per_block=1,
+            norm_num_groups=4,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def spatial_compression(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+    @property
+    def temporal_compression(self) -> int:
+        return 2 ** len(self.temporal_downsample_levels)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field when the configuration cannot build a model."""
+        levels = len(self.block_out_channels)
+        if levels < 1 or any(c <= 0 for c in self.block_out_channels):
+            raise ValueError(
+                f"TAEConfig.block_out_channels must be positive ints, got {self.block_out_channels}"
+            )
+        for c in self.block_out_channels:
+            if c % self.norm_num_groups:
+                raise ValueError(
+                    f"TAEConfig.norm_num_groups={self.norm_num_groups} must divide every block_out_channels "
+                    f"entry, got {self.block_out_channels}"
+                )
+        for name in ("in_channels", "out_channels", "latent_channels", "layers_per_block", "norm_num_groups"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"TAEConfig.{name} must be positive, got {getattr(self, name)}")
+        for name in ("temporal_downsample_levels", "temporal_upsample_levels"):
+            value = getattr(self, name)
+            if len(set(value)) != len(value) or any(not 0 <= i < levels - 1 for i in value):
+                raise ValueError(
+                    f"TAEConfig.{name} must hold distinct levels in [0, {levels - 1}) (levels with a spatial "
+                    f"resampler), got {value}"
+                )
+        if len(self.temporal_downsample_levels) != len(self.temporal_upsample_levels):
+            raise ValueError(
+                "TAEConfig.temporal_downsample_levels and temporal_upsample_levels must have the same length "
+                f"(same temporal compression), got {self.temporal_downsample_levels} and "
+                f"{self.temporal_upsample_levels}"
+            )
+        if self.conv_backend not in BACKENDS:
+            raise ValueError(f"TAEConfig.conv_backend must be one of {BACKENDS}, got {self.conv_backend!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["block_out_channels"] = list(self.block_out_channels)
+        data["temporal_downsample_levels"] = list(self.temporal_downsample_levels)
+        data["temporal_upsample_levels"] = list(self.temporal_upsample_levels)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TAEConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown TAEConfig fields {unknown}; expected a subset of {sorted(known)}"
+            )
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TAEConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object of TAEConfig fields")
+        return cls.from_dict(data, source=str(path))
