@@ -1,0 +1,274 @@
+"""The config dataclasses of every mg-train command; each field's `help` is what `--help` prints.
+
+YAML files (bundled ones under `mg_train/configs/`, or your own) fill these through `load_config`, and any field
+can be overridden on the command line as `section.field=value`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+def opt(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field with a default and the help text shown by `mg-train <command> --help`."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+def section(cls: type, help: str) -> Any:
+    return field(default_factory=cls, metadata={"help": help})
+
+
+# -- shared sections ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OptimConfig:
+    lr: float = opt(1e-4, "peak learning rate")
+    betas: tuple[float, float] = opt((0.9, 0.999), "AdamW betas")
+    eps: float = opt(1e-8, "AdamW epsilon")
+    weight_decay: float = opt(0.0, "AdamW weight decay (not applied to norms, biases and embedding tables)")
+    schedule: Literal["constant", "cosine"] = opt(
+        "constant", "LR after warmup: constant, or cosine to min_lr"
+    )
+    warmup_steps: int = opt(0, "linear warmup steps")
+    min_lr: float = opt(0.0, "final LR of the cosine schedule")
+    grad_clip: float | None = opt(1.0, "clip the global gradient norm to this value (null: no clipping)")
+    grad_accum: int = opt(1, "micro-batches accumulated per optimizer step")
+    ema_decay: float | None = opt(
+        None, "keep an exponential moving average of the weights (e.g. 0.999); null: off"
+    )
+    plateau_factor: float | None = opt(
+        None, "multiply the LR by this on a validation-loss plateau (Movie Gen: 0.5); null: off"
+    )
+    plateau_patience: int = opt(5, "validation checks without improvement before the LR is reduced")
+    plateau_min_lr: float = opt(1e-6, "the plateau reduction never goes below this LR")
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = opt(
+        "runs/train", "run directory: checkpoints/, metrics.jsonl, config.yaml, final model"
+    )
+    steps: int = opt(1000, "optimizer steps to train")
+    seed: int = opt(0, "seed of the data order, noise, timesteps and text dropout")
+    log_every: int = opt(10, "print a progress line every N steps (every step is written to metrics.jsonl)")
+    val_every: int = opt(0, "validation loss every N steps (0: never)")
+    val_batches: int = opt(4, "batches of the validation set per validation")
+    save_every: int = opt(500, "checkpoint every N steps (and always at the end and on SIGTERM/Ctrl-C)")
+    keep_last: int = opt(3, "checkpoints to keep")
+    resume: str | None = opt(
+        "auto",
+        "'auto': continue from the latest checkpoint in output_dir if any; a checkpoint path; null: start fresh",
+    )
+    jit: bool = opt(True, "compile the forward+backward pass with mindspore.jit (faster on CPU and Ascend)")
+    precision: Literal["auto", "fp32", "bf16"] = opt(
+        "auto", "auto = bf16 on Ascend, fp32 elsewhere (bf16 matmul has no CPU kernel)"
+    )
+    max_nonfinite_steps: int = opt(5, "consecutive NaN/inf steps (skipped) before the run stops")
+    gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass to save memory")
+    num_workers: int = opt(0, "data-loading worker processes (0: load in the training process)")
+
+
+@dataclass
+class DataConfig:
+    manifest: str = opt("", "CSV manifest of the training data (column `video`, optional `caption`)")
+    root: str | None = opt(
+        None, "folder the manifest's paths are relative to (default: the manifest's folder)"
+    )
+    val_manifest: str | None = opt(None, "CSV manifest of held-out data for validation")
+    frames: int = opt(16, "frames per training clip (1 for images)")
+    size: tuple[int, int] = opt((64, 64), "training resolution (height, width); multiples of 16")
+    stride: int = opt(1, "frame stride of the sampled clips")
+    batch_size: int = opt(4, "samples per micro-batch on each data-parallel rank")
+    image_batch_size: int | None = opt(None, "batch size of image buckets (default: batch_size)")
+    image_ratio: float | None = opt(
+        None, "fraction of steps drawn from images for joint image/video training"
+    )
+    aspect_ratios: list[str] = opt(["1:1"], "aspect-ratio buckets, e.g. ['1:1', '16:9', '9:16']")
+    random_crop: bool = opt(False, "random instead of centre crops")
+    hflip: bool = opt(False, "random horizontal flips (off for data whose captions name left/right)")
+
+
+# -- TAE ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TAEModelConfig:
+    preset: Literal["tiny", "sd35"] = opt(
+        "tiny", "TAEConfig preset: tiny (CPU, tests) or sd35 (SD3.5 VAE size)"
+    )
+    pretrained: str | None = opt(None, "TAE checkpoint folder to start from (e.g. from `mg-tae inflate`)")
+    overrides: dict[str, Any] = opt({}, "TAEConfig fields to change, e.g. {latent_channels: 8}")
+
+
+@dataclass
+class TAELossConfig:
+    kl_weight: float = opt(1e-6, "weight of the KL term")
+    perceptual_weight: float = opt(0.0, "weight of LPIPS (needs lpips_weights)")
+    lpips_weights: str | None = opt(None, "LPIPS VGG16 weights as safetensors (see mg-tae's README)")
+    opl_weight: float = opt(0.0, "weight of Movie Gen's outlier penalty loss (0: off)")
+    opl_r: float = opt(3.0, "outlier penalty margin r (in standard deviations)")
+    sample_posterior: bool = opt(True, "decode z = mean + std * noise (True) or the mean")
+
+
+@dataclass
+class TAETrainConfig:
+    model: TAEModelConfig = section(TAEModelConfig, "the autoencoder")
+    loss: TAELossConfig = section(TAELossConfig, "the reconstruction objective")
+    data: DataConfig = section(DataConfig, "training data")
+    optim: OptimConfig = section(OptimConfig, "optimizer and schedule")
+    train: RunConfig = section(RunConfig, "the run")
+
+
+@dataclass
+class TAEEvalConfig:
+    checkpoint: str = opt("", "TAE folder (save_pretrained) or run directory (uses its final model)")
+    manifest: str = opt("", "CSV manifest of the clips to evaluate")
+    root: str | None = opt(None, "folder the manifest's paths are relative to")
+    frames: int = opt(16, "frames per clip")
+    size: tuple[int, int] = opt((64, 64), "evaluation resolution (height, width)")
+    limit: int | None = opt(None, "evaluate only the first N clips")
+    lpips_weights: str | None = opt(
+        None, "LPIPS VGG16 weights as safetensors; without them LPIPS is not reported"
+    )
+    output_dir: str = opt("runs/tae_eval", "where metrics.json and the side-by-side videos go")
+    save_videos: int = opt(8, "write side-by-side input|reconstruction mp4s for the first N clips")
+    tiling: bool = opt(False, "encode/decode with temporal tiling")
+    fps: float = opt(8.0, "frame rate of the saved videos")
+
+
+@dataclass
+class CacheLatentsConfig:
+    checkpoint: str = opt("", "TAE folder or TAE run directory")
+    manifest: str = opt("", "CSV manifest of the clips to encode")
+    root: str | None = opt(None, "folder the manifest's paths are relative to")
+    output_dir: str = opt("", "latent cache folder (docs/contracts.md section 3)")
+    frames: int = opt(16, "frames per clip")
+    size: tuple[int, int] = opt((64, 64), "resolution (height, width)")
+    batch_size: int = opt(4, "clips per encode call")
+    tiling: bool = opt(False, "encode with temporal tiling (long clips)")
+
+
+# -- text -----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TextConfig:
+    encoders: dict[str, str] = opt(
+        {"ul2": "tiny", "byt5": "tiny", "metaclip": "tiny"},
+        "encoder name -> Hugging Face folder or preset ('tiny', 'small'); any subset of ul2, byt5, metaclip",
+    )
+    seed: int = opt(0, "seed of the random-initialised presets")
+    max_lengths: dict[str, int] = opt(
+        {}, "token limit per encoder (default: UL2 512, ByT5 100, MetaCLIP 256)"
+    )
+
+
+@dataclass
+class CacheTextConfig:
+    manifest: str = opt("", "CSV manifest whose captions are embedded (keys follow its `video` column)")
+    output_dir: str = opt("", "text-embedding cache folder (docs/contracts.md section 2)")
+    text: TextConfig = section(TextConfig, "text encoders")
+    batch_size: int = opt(16, "prompts per encoder call")
+    dtype: Literal["float32", "float16"] = opt("float32", "storage type of the embeddings")
+
+
+# -- transformer ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TransformerModelConfig:
+    preset: Literal["tiny", "1B", "5B", "30B"] = opt("tiny", "transformer size")
+    overrides: dict[str, Any] = opt(
+        {}, "TransformerConfig fields to change, e.g. {num_layers: 4, hidden_size: 128}"
+    )
+    init_from: str | None = opt(
+        None,
+        "transformer folder or run directory to start from (e.g. the previous stage); tables are resized",
+    )
+
+
+@dataclass
+class FlowConfig:
+    timestep_sampling: Literal["logit-normal", "uniform"] = opt(
+        "logit-normal", "training-time distribution of t"
+    )
+    logit_mean: float = opt(0.0, "mean of the logit-normal")
+    logit_std: float = opt(1.0, "standard deviation of the logit-normal")
+    text_dropout: float = opt(0.1, "probability of replacing a caption by the empty prompt (for CFG)")
+    sigma_min: float = opt(1e-5, "sigma_min of the rectified-flow interpolation")
+
+
+@dataclass
+class ParallelConfig:
+    sp: int = opt(1, "Ulysses sequence-parallel degree (run under msrun; heads must divide by it)")
+    zero_stage: Literal[0, 1, 2, 3] = opt(0, "ZeRO stage of the data-parallel optimizer")
+
+
+@dataclass
+class TransformerTrainConfig:
+    model: TransformerModelConfig = section(TransformerModelConfig, "the transformer")
+    tae: str | None = opt(None, "TAE folder or run directory (needed unless data.latent_cache is set)")
+    text: TextConfig = section(TextConfig, "text encoders (used unless data.text_cache is set)")
+    latent_cache: str | None = opt(
+        None, "latent cache folder (from `mg-train cache-latents`); null: encode pixels"
+    )
+    text_cache: str | None = opt(
+        None, "text-embedding cache folder (from `mg-train cache-text`); null: embed online"
+    )
+    val_latent_cache: str | None = opt(
+        None, "latent cache of the validation manifest (default: latent_cache)"
+    )
+    flow: FlowConfig = section(FlowConfig, "rectified-flow objective")
+    data: DataConfig = section(DataConfig, "training data")
+    optim: OptimConfig = section(OptimConfig, "optimizer and schedule")
+    train: RunConfig = section(RunConfig, "the run")
+    parallel: ParallelConfig = section(ParallelConfig, "distributed training (under msrun)")
+
+
+# -- sampling ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SampleConfig:
+    checkpoint: str = opt("", "pipeline folder (a run's `pipeline/`) or run directory")
+    prompts: list[str] = opt([], "prompts to generate")
+    prompts_file: str | None = opt(
+        None, "text file with one prompt per line (or a CSV with a `caption` column)"
+    )
+    negative_prompt: str | None = opt(None, "prompt to steer away from (replaces the empty prompt in CFG)")
+    steps: int = opt(50, "Euler steps of the linear-quadratic schedule")
+    cfg_scale: float = opt(7.5, "classifier-free guidance scale (1: off)")
+    seed: int = opt(0, "seed of the first sample; sample i uses seed + i")
+    frames: int | None = opt(None, "frames per video (1: image); default: the pipeline's training frames")
+    size: tuple[int, int] | None = opt(None, "(height, width); default: the pipeline's training size")
+    fps: float | None = opt(None, "frame rate of the written mp4s; default: the pipeline's")
+    batch_size: int = opt(4, "prompts sampled together")
+    output_dir: str = opt("samples", "where the mp4 (video) or png (image) files go")
+
+
+# -- quickstart ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class QuickstartConfig:
+    output_dir: str = opt("runs/quickstart", "everything the quickstart writes goes here")
+    num_clips: int = opt(240, "synthetic training+validation clips")
+    size: int = opt(64, "clip height and width")
+    frames: int = opt(16, "frames per clip")
+    fps: float = opt(8.0, "frame rate of the synthetic clips")
+    seed: int = opt(0, "seed of the data and both trainings")
+    tae_steps: int = opt(300, "TAE training steps")
+    tae_batch_size: int = opt(4, "TAE batch size")
+    transformer_steps: int = opt(3000, "transformer training steps")
+    transformer_batch_size: int = opt(16, "transformer batch size")
+    transformer: dict[str, Any] = opt(
+        {"num_layers": 4, "hidden_size": 128, "ffn_size": 352, "num_heads": 4},
+        "TransformerConfig overrides of the tiny preset",
+    )
+    sample_prompts: int = opt(8, "held-out captions to sample videos for")
+    sample_steps: int = opt(30, "sampling steps")
+    cfg_scale: float = opt(5.0, "classifier-free guidance scale of the samples")
