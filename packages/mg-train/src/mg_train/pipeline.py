@@ -1,0 +1,261 @@
+"""Text-to-video / text-to-image sampling: text encoders -> transformer (rectified-flow Euler with CFG) -> TAE.
+
+A pipeline folder holds everything needed to sample, written by `MovieGenPipeline.save_pretrained` at the end
+of a transformer run (`<run>/pipeline/`):
+
+    pipeline.json    sizes, frame rate, text-encoder spec, example prompts, limits
+    transformer/     MovieGenTransformer.save_pretrained
+    tae/             TemporalAutoencoder.save_pretrained
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mindspore as ms
+import numpy as np
+from mg_data import write_image, write_video
+from mg_tae import TemporalAutoencoder
+from mg_transformer import MovieGenTransformer, sample
+from mg_transformer.text import TextEmbedder
+
+PIPELINE_FILE = "pipeline.json"
+FORMAT = "mg-pipeline"
+SPATIAL_MULTIPLE = 16  # TAE 8x times the transformer's 2x2 patches
+TEMPORAL_COMPRESSION = 8
+
+# progress(stage, done, total) with stage "text", "denoise" or "decode".
+Progress = Callable[[str, int, int], None]
+
+
+class RequestError(ValueError):
+    """A generation request the pipeline cannot serve (size, frame count, prompts); the message says why."""
+
+
+@dataclass
+class PipelineInfo:
+    """What a pipeline was trained for and what it accepts."""
+
+    fps: float
+    frames: int
+    size: tuple[int, int]
+    text: dict[str, Any]
+    example_prompts: list[str] = field(default_factory=list)
+    max_tokens: int = 8192
+    format: str = FORMAT
+    version: int = 1
+
+    @classmethod
+    def load(cls, path: Path) -> PipelineInfo:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT:
+            raise ValueError(f"{path}: not an mg pipeline file (format {data.get('format')!r})")
+        data["size"] = tuple(data["size"])
+        return cls(**data)
+
+
+def text_embedder_from_spec(spec: dict[str, Any]) -> TextEmbedder:
+    """Rebuild the text encoders recorded in pipeline.json (`encoders`: name -> folder or preset)."""
+    return TextEmbedder(spec["encoders"], seed=spec.get("seed", 0), max_lengths=spec.get("max_lengths") or None)
+
+
+class MovieGenPipeline:
+    """Generate videos (or images, 1 frame) from prompts with a trained transformer, TAE and text encoders."""
+
+    def __init__(
+        self,
+        transformer: MovieGenTransformer,
+        tae: TemporalAutoencoder,
+        text: TextEmbedder,
+        info: PipelineInfo,
+        jit: bool = True,
+    ):
+        self.transformer, self.tae, self.text, self.info = transformer, tae, text, info
+        order = tuple(transformer.config.text_encoders)
+        if tuple(text.names) != order:
+            raise ValueError(f"text encoders {text.names} do not match the transformer's {order}")
+        for name, dim in transformer.config.text_dims.items():
+            if text.dims[name] != dim:
+                raise ValueError(f"text encoder {name} gives {text.dims[name]}-d embeddings, the model expects {dim}")
+        self.transformer.set_train(False)
+        self.tae.set_train(False)
+        self._velocity = ms.jit(self._forward) if jit else self._forward
+
+    def _forward(self, x, t, text_embs, text_masks):
+        return self.transformer(x, t, text_embs, text_masks)
+
+    # -- persistence ---------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, jit: bool = True) -> MovieGenPipeline:
+        """Load from a pipeline folder, or from a run directory that contains `pipeline/`."""
+        folder = resolve_pipeline_dir(path)
+        info = PipelineInfo.load(folder / PIPELINE_FILE)
+        transformer = MovieGenTransformer.from_pretrained(folder / "transformer")
+        tae = TemporalAutoencoder.from_pretrained(folder / "tae")
+        return cls(transformer, tae, text_embedder_from_spec(info.text), info, jit=jit)
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write the pipeline folder; it replaces an existing one only once complete."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.transformer.save_pretrained(tmp / "transformer")
+        self.tae.save_pretrained(tmp / "tae")
+        info = asdict(self.info)
+        info["size"] = list(self.info.size)
+        (tmp / PIPELINE_FILE).write_text(json.dumps(info, indent=1))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+        return path
+
+    # -- requests ------------------------------------------------------------------------------------------------
+
+    def limits(self) -> dict[str, Any]:
+        """The largest frame count and size the position tables and `max_tokens` allow (for UIs)."""
+        pt, ph, pw = self.transformer.config.pos_embed_max_size
+        patch_t, patch_h, patch_w = self.transformer.config.patch_size
+        return {
+            "max_frames": pt * patch_t * TEMPORAL_COMPRESSION,
+            "max_height": ph * patch_h * TEMPORAL_COMPRESSION,
+            "max_width": pw * patch_w * TEMPORAL_COMPRESSION,
+            "multiple": SPATIAL_MULTIPLE,
+            "max_tokens": self.info.max_tokens,
+        }
+
+    def check_request(self, num_frames: int | None, size: Sequence[int] | None) -> tuple[int, tuple[int, int]]:
+        """Resolve defaults and refuse what the model cannot generate, with a message that says why."""
+        frames = self.info.frames if num_frames is None else int(num_frames)
+        height, width = self.info.size if size is None else (int(size[0]), int(size[1]))
+        lim = self.limits()
+        if frames < 1:
+            raise RequestError(f"frames must be at least 1 (1 = an image), got {frames}")
+        if frames > lim["max_frames"]:
+            raise RequestError(
+                f"{frames} frames is more than this model's position table covers ({lim['max_frames']} frames)"
+            )
+        for name, value, top in (("height", height, lim["max_height"]), ("width", width, lim["max_width"])):
+            if value < SPATIAL_MULTIPLE or value % SPATIAL_MULTIPLE:
+                raise RequestError(f"{name} must be a positive multiple of {SPATIAL_MULTIPLE}, got {value}")
+            if value > top:
+                raise RequestError(f"{name} {value} exceeds this model's position table ({top} pixels)")
+        tokens = self.num_tokens(frames, (height, width))
+        if tokens > self.info.max_tokens:
+            raise RequestError(
+                f"{frames} frames at {height}x{width} is {tokens} tokens, more than this pipeline's limit of "
+                f"{self.info.max_tokens} (memory); use fewer frames or a smaller size"
+            )
+        return frames, (height, width)
+
+    def num_tokens(self, frames: int, size: Sequence[int]) -> int:
+        patch_t, patch_h, patch_w = self.transformer.config.patch_size
+        t_lat = math.ceil(frames / TEMPORAL_COMPRESSION)
+        return (
+            math.ceil(t_lat / patch_t)
+            * (size[0] // TEMPORAL_COMPRESSION // patch_h)
+            * (size[1] // TEMPORAL_COMPRESSION // patch_w)
+        )
+
+    # -- generation ----------------------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        negative_prompt: str | None = None,
+        num_frames: int | None = None,
+        size: Sequence[int] | None = None,
+        steps: int = 50,
+        cfg_scale: float = 7.5,
+        seed: int = 0,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """uint8 frames (B, T, H, W, 3) for `prompts`; prompt i starts from the noise of seed + i, so a
+        (prompt, seed) pair gives the same result whatever else is in the batch."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts)
+        if not prompts:
+            raise RequestError("no prompts given")
+        frames, (height, width) = self.check_request(num_frames, size)
+        if steps < 2:
+            raise RequestError(f"steps must be at least 2, got {steps}")
+        report = progress or (lambda stage, done, total: None)
+        names = tuple(self.transformer.config.text_encoders)
+        report("text", 0, 1)
+        cond = self.text.embed(prompts)
+        null = self.text.embed_null()
+        negative = self.text.embed([negative_prompt]) if negative_prompt else None
+        report("text", 1, 1)
+        channels = self.transformer.config.in_channels
+        shape = (channels, math.ceil(frames / TEMPORAL_COMPRESSION), height // 8, width // 8)
+        noise = np.stack([np.random.default_rng(seed + i).standard_normal(shape) for i in range(len(prompts))])
+
+        def tensors(embedded, key):
+            return tuple(ms.Tensor(embedded[n][key]) for n in names)
+
+        latents = sample(
+            self._velocity,
+            (len(prompts), *shape),
+            tensors(cond, 0),
+            tensors(cond, 1),
+            null_text_embs=tensors(null, 0),
+            null_text_masks=tensors(null, 1),
+            negative_text_embs=tensors(negative, 0) if negative else None,
+            negative_text_masks=tensors(negative, 1) if negative else None,
+            guidance_scale=cfg_scale,
+            num_steps=steps,
+            noise=noise.astype(np.float32),
+            progress=lambda step, total, t: report("denoise", step, total),
+        )
+        videos = []
+        for i in range(len(prompts)):
+            report("decode", i, len(prompts))
+            pixels = self.tae.decode(self.tae.unscale_latents(latents[i : i + 1]), num_frames=frames)
+            videos.append(to_uint8(pixels.asnumpy()[0]))
+        report("decode", len(prompts), len(prompts))
+        return np.stack(videos)
+
+
+def to_uint8(video: np.ndarray) -> np.ndarray:
+    """(3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8."""
+    return np.clip(np.rint((video + 1.0) * 127.5), 0, 255).astype(np.uint8).transpose(1, 2, 3, 0)
+
+
+def resolve_pipeline_dir(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    for candidate in (path, path / "pipeline"):
+        if (candidate / PIPELINE_FILE).is_file():
+            return candidate
+    raise FileNotFoundError(f"{path}: no {PIPELINE_FILE} here or in {path / 'pipeline'} (is it a pipeline folder?)")
+
+
+def slugify(prompt: str, limit: int = 60) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "prompt"
+
+
+def save_media(frames: np.ndarray, output_dir: str | os.PathLike, stems: Sequence[str], fps: float) -> list[Path]:
+    """Write each (T, H, W, 3) video as `<stem>.mp4` (`<stem>.png` when T = 1); returns the paths."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for video, stem in zip(frames, stems, strict=True):
+        if video.shape[0] == 1:
+            path = output_dir / f"{stem}.png"
+            write_image(path, video[0])
+        else:
+            path = output_dir / f"{stem}.mp4"
+            write_video(path, video, fps=fps)
+        paths.append(path)
+    return paths
