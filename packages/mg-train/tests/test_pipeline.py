@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mg_data import read_video
 
+from mg_data import read_video
 from mg_train.pipeline import MovieGenPipeline, RequestError, save_media, slugify
 from mg_train.testing import tiny_random_pipeline
 
@@ -16,7 +16,9 @@ def pipe():
 
 
 def test_generate_shapes_and_seed_per_prompt(pipe):
-    both = pipe.generate(["a red circle moving left", "a blue square moving up"], steps=3, cfg_scale=2.0, seed=5)
+    both = pipe.generate(
+        ["a red circle moving left", "a blue square moving up"], steps=3, cfg_scale=2.0, seed=5
+    )
     assert both.shape == (2, 16, 64, 64, 3) and both.dtype == np.uint8
     alone = pipe.generate(["a blue square moving up"], steps=3, cfg_scale=2.0, seed=6)
     np.testing.assert_array_equal(alone[0], both[1])  # prompt 1 of the batch used seed 5 + 1

@@ -22,6 +22,7 @@ from typing import Any
 
 import mindspore as ms
 import numpy as np
+
 from mg_data import write_image, write_video
 from mg_tae import TemporalAutoencoder
 from mg_transformer import MovieGenTransformer, sample
@@ -64,7 +65,9 @@ class PipelineInfo:
 
 def text_embedder_from_spec(spec: dict[str, Any]) -> TextEmbedder:
     """Rebuild the text encoders recorded in pipeline.json (`encoders`: name -> folder or preset)."""
-    return TextEmbedder(spec["encoders"], seed=spec.get("seed", 0), max_lengths=spec.get("max_lengths") or None)
+    return TextEmbedder(
+        spec["encoders"], seed=spec.get("seed", 0), max_lengths=spec.get("max_lengths") or None
+    )
 
 
 class MovieGenPipeline:
@@ -84,7 +87,9 @@ class MovieGenPipeline:
             raise ValueError(f"text encoders {text.names} do not match the transformer's {order}")
         for name, dim in transformer.config.text_dims.items():
             if text.dims[name] != dim:
-                raise ValueError(f"text encoder {name} gives {text.dims[name]}-d embeddings, the model expects {dim}")
+                raise ValueError(
+                    f"text encoder {name} gives {text.dims[name]}-d embeddings, the model expects {dim}"
+                )
         self.transformer.set_train(False)
         self.tae.set_train(False)
         self._velocity = ms.jit(self._forward) if jit else self._forward
@@ -133,7 +138,9 @@ class MovieGenPipeline:
             "max_tokens": self.info.max_tokens,
         }
 
-    def check_request(self, num_frames: int | None, size: Sequence[int] | None) -> tuple[int, tuple[int, int]]:
+    def check_request(
+        self, num_frames: int | None, size: Sequence[int] | None
+    ) -> tuple[int, tuple[int, int]]:
         """Resolve defaults and refuse what the model cannot generate, with a message that says why."""
         frames = self.info.frames if num_frames is None else int(num_frames)
         height, width = self.info.size if size is None else (int(size[0]), int(size[1]))
@@ -199,7 +206,9 @@ class MovieGenPipeline:
         report("text", 1, 1)
         channels = self.transformer.config.in_channels
         shape = (channels, math.ceil(frames / TEMPORAL_COMPRESSION), height // 8, width // 8)
-        noise = np.stack([np.random.default_rng(seed + i).standard_normal(shape) for i in range(len(prompts))])
+        noise = np.stack(
+            [np.random.default_rng(seed + i).standard_normal(shape) for i in range(len(prompts))]
+        )
 
         def tensors(embedded, key):
             return tuple(ms.Tensor(embedded[n][key]) for n in names)
@@ -237,7 +246,9 @@ def resolve_pipeline_dir(path: str | os.PathLike) -> Path:
     for candidate in (path, path / "pipeline"):
         if (candidate / PIPELINE_FILE).is_file():
             return candidate
-    raise FileNotFoundError(f"{path}: no {PIPELINE_FILE} here or in {path / 'pipeline'} (is it a pipeline folder?)")
+    raise FileNotFoundError(
+        f"{path}: no {PIPELINE_FILE} here or in {path / 'pipeline'} (is it a pipeline folder?)"
+    )
 
 
 def slugify(prompt: str, limit: int = 60) -> str:
@@ -245,7 +256,9 @@ def slugify(prompt: str, limit: int = 60) -> str:
     return slug[:limit].rstrip("-") or "prompt"
 
 
-def save_media(frames: np.ndarray, output_dir: str | os.PathLike, stems: Sequence[str], fps: float) -> list[Path]:
+def save_media(
+    frames: np.ndarray, output_dir: str | os.PathLike, stems: Sequence[str], fps: float
+) -> list[Path]:
     """Write each (T, H, W, 3) video as `<stem>.mp4` (`<stem>.png` when T = 1); returns the paths."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

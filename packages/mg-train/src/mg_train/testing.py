@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from mg_tae import TAEConfig, TemporalAutoencoder
+from mg_train.pipeline import MovieGenPipeline, PipelineInfo
 from mg_transformer import MovieGenTransformer, TransformerConfig
 from mg_transformer.text import TextEmbedder
-
-from mg_train.pipeline import MovieGenPipeline, PipelineInfo
 
 TINY_TEXT = {"encoders": {"ul2": "tiny", "byt5": "tiny", "metaclip": "tiny"}, "seed": 0, "max_lengths": {}}
 
 
 def tiny_random_pipeline(
-    seed: int = 0, frames: int = 16, size: tuple[int, int] = (64, 64), jit: bool = False, **transformer_overrides
+    seed: int = 0,
+    frames: int = 16,
+    size: tuple[int, int] = (64, 64),
+    jit: bool = False,
+    **transformer_overrides,
 ) -> MovieGenPipeline:
     """Untrained tiny transformer + tiny TAE + tiny text encoders: real shapes and code paths, random output."""
     text = TextEmbedder(TINY_TEXT["encoders"], seed=TINY_TEXT["seed"])

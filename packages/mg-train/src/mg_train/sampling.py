@@ -1,0 +1,79 @@
+"""`mg-train sample`: prompts (or a prompts file) -> mp4 videos or png images with a trained pipeline."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+from mg_train.config.schema import SampleConfig
+from mg_train.pipeline import MovieGenPipeline, save_media, slugify
+
+
+def read_prompts(cfg: SampleConfig) -> list[str]:
+    """cfg.prompts plus the prompts file: one prompt per line, or a CSV's `caption` (or `prompt`) column."""
+    prompts = list(cfg.prompts)
+    if cfg.prompts_file:
+        path = Path(cfg.prompts_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"prompts_file {path} does not exist")
+        if path.suffix.lower() == ".csv":
+            with path.open(newline="") as handle:
+                reader = csv.DictReader(handle)
+                column = next((c for c in ("caption", "prompt") if c in (reader.fieldnames or [])), None)
+                if column is None:
+                    raise ValueError(f"{path}: a CSV prompts file needs a 'caption' or 'prompt' column")
+                prompts += [row[column].strip() for row in reader if row[column].strip()]
+        else:
+            prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError("no prompts: pass --prompts or --prompts_file")
+    return prompts
+
+
+def run(cfg: SampleConfig) -> list[Path]:
+    prompts = read_prompts(cfg)
+    pipe = MovieGenPipeline.from_pretrained(cfg.checkpoint)
+    frames, size = pipe.check_request(cfg.frames, cfg.size)  # refuse before any work
+    fps = cfg.fps or pipe.info.fps
+    out_dir = Path(cfg.output_dir)
+    written: list[Path] = []
+    records = []
+    for start in range(0, len(prompts), cfg.batch_size):
+        batch = prompts[start : start + cfg.batch_size]
+
+        label = f"prompts {start + 1}-{start + len(batch)} of {len(prompts)}"
+
+        def progress(stage: str, done: int, total: int, label: str = label) -> None:
+            if stage == "denoise" and (done == total or done % 10 == 0):
+                print(f"  {label}: step {done}/{total}", file=sys.stderr)
+
+        videos = pipe.generate(
+            batch,
+            negative_prompt=cfg.negative_prompt,
+            num_frames=frames,
+            size=size,
+            steps=cfg.steps,
+            cfg_scale=cfg.cfg_scale,
+            seed=cfg.seed + start,
+            progress=progress,
+        )
+        stems = [f"{start + i:04d}-{slugify(p)}" for i, p in enumerate(batch)]
+        paths = save_media(videos, out_dir, stems, fps)
+        for i, (prompt, path) in enumerate(zip(batch, paths, strict=True)):
+            records.append({"prompt": prompt, "file": path.name, "seed": cfg.seed + start + i})
+            print(f"wrote {path}")
+        written += paths
+    settings = {
+        "checkpoint": str(cfg.checkpoint),
+        "steps": cfg.steps,
+        "cfg_scale": cfg.cfg_scale,
+        "negative_prompt": cfg.negative_prompt,
+        "frames": frames,
+        "size": list(size),
+        "fps": fps,
+        "samples": records,
+    }
+    (out_dir / "samples.json").write_text(json.dumps(settings, indent=1))
+    return written
