@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mg_data import analyze_clip, load_manifest, make_synthetic_dataset
 
+from mg_data import analyze_clip, load_manifest, make_synthetic_dataset
 from mg_train import caching, tae_eval, tae_train, transformer_train
 from mg_train.config.schema import (
     CacheLatentsConfig,
