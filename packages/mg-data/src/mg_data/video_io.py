@@ -237,9 +237,10 @@ def write_video(
         stream.codec_context.thread_count = 1
         stream.options = {"crf": str(crf)} if codec == "libx264" else {}
         for frame in frames:
-            for packet in stream.encode(
-                av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            ):
+            # Convert to yuv420p explicitly: the encoder's implicit conversion gave slightly different pixels
+            # run to run (depending on memory layout); the explicit one is deterministic.
+            rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            for packet in stream.encode(rgb.reformat(format="yuv420p")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
