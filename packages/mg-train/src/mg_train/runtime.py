@@ -7,6 +7,7 @@ import signal
 from types import FrameType
 
 import mindspore as ms
+import mindspore.runtime
 
 
 def device() -> str:
@@ -21,7 +22,7 @@ def setup_mindspore() -> str:
     ms.set_context(mode=ms.PYNATIVE_MODE)
     target = device()
     if target == "CPU":
-        ms.set_context(pynative_synchronize=True)
+        ms.runtime.launch_blocking()
     return target
 
 
