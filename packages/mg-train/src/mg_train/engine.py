@@ -16,7 +16,7 @@ from typing import Any
 import mindspore as ms
 import numpy as np
 import yaml
-from mindspore import Parameter, Tensor, nn
+from mindspore import Parameter, Tensor, nn, ops
 from mindspore.experimental.optim import AdamW
 
 import mg_parallel as mp
@@ -66,8 +66,12 @@ def build_optimizer(
 
 
 def set_learning_rate(optimizer: AdamW, lr: float) -> None:
+    """Write `lr` into every parameter group. An assign op, not `Parameter.set_data`: the optimizer's compiled
+    update keeps reading the learning-rate parameter's first buffer after a `set_data` (measured: the LR stayed
+    at its first value for the whole run)."""
+    value = Tensor(lr, ms.float32)
     for group in optimizer.param_groups:
-        group["lr"].set_data(Tensor(lr, ms.float32))
+        ops.assign(group["lr"], value)
 
 
 def add_grads(total: tuple | None, grads: Sequence[Tensor]) -> tuple:
