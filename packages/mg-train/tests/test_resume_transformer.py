@@ -36,7 +36,13 @@ def resume_config(data, out: Path, steps: int):
     return H.train_config(
         data,
         out,
-        data={"manifest": data.train, "val_manifest": data.val, "frames": 16, "size": [32, 32], "batch_size": 2},
+        data={
+            "manifest": data.train,
+            "val_manifest": data.val,
+            "frames": 16,
+            "size": [32, 32],
+            "batch_size": 2,
+        },
         optim={
             "lr": 2e-2,
             "warmup_steps": 3,
@@ -104,7 +110,9 @@ def test_sigterm_checkpoint_resumes_to_the_uninterrupted_run(tmp_path):
     for group in straight:
         assert resumed[group].keys() == straight[group].keys()
         for key, value in straight[group].items():
-            np.testing.assert_allclose(resumed[group][key], value, rtol=0, atol=1e-6, err_msg=f"{group}: {key}")
+            np.testing.assert_allclose(
+                resumed[group][key], value, rtol=0, atol=1e-6, err_msg=f"{group}: {key}"
+            )
     rows_resumed, rows_straight = H.metrics(stopped_dir), H.metrics(tmp_path / "straight")
     _assert_close(rows_resumed, rows_straight)
     assert any(row.get("lr_reduced") for row in rows_straight)  # the plateau state mattered
