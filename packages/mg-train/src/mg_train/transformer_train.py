@@ -144,9 +144,7 @@ def preset_config(cfg: TransformerTrainConfig, text_dims: dict[str, int], channe
         raise TrainConfigError(
             f"model.init_from has in_channels={config.in_channels} but the latents have {channels} channels"
         )
-    if dict(config.text_dims) != {n: text_dims[n] for n in config.text_encoders if n in text_dims} or not set(
-        config.text_encoders
-    ) <= set(text_dims):
+    if any(text_dims.get(name) != dim for name, dim in config.text_dims.items()):
         raise TrainConfigError(
             f"model.init_from expects text encoders {dict(config.text_dims)}, the text source gives {text_dims}"
         )
@@ -335,6 +333,8 @@ class LatentSource:
         if self.tae_dir is not None:
             self.tae = TemporalAutoencoder.from_pretrained(self.tae_dir)
             self.tae.set_train(False)
+            if cfg.tae_tiling:
+                self.tae.enable_tiling()
             for param in self.tae.get_parameters():
                 param.requires_grad = False
             if self.store is None:
@@ -621,12 +621,25 @@ def run(cfg: TransformerTrainConfig) -> Path:
         every=cfg.train.log_every,
         stream=None if ctx.rank_id == 0 else open(os.devnull, "w"),  # noqa: SIM115 (process lifetime)
     )
-    _log(ctx, f"transformer: {sum(p.size for p in model.get_parameters()) / 1e6:.2f}M parameters, {config}")
+    _log(
+        ctx,
+        f"transformer: {sum(p.size for p in model.get_parameters()) / 1e6:.2f}M parameters ({config.num_layers} "
+        f"layers, hidden {config.hidden_size}, {config.num_heads} heads, position tables "
+        f"{list(config.pos_embed_max_size)}, text {dict(config.text_dims)}); world {ctx.world_size}, sp "
+        f"{cfg.parallel.sp}, ZeRO {cfg.parallel.zero_stage}, jit {cfg.train.jit}, {precision}",
+    )
     _log(ctx, sampler.report())
 
     def save(step: int) -> Path | None:
         state = {"sampler": loader.state_dict(), "seed": cfg.train.seed}
         return engine.save_training_checkpoint(manager, step, model, stepper, ctx, state)
+
+    def forward_backward(batch: dict, step: int, micro: int):
+        draws = draw_step(cfg, step, micro, len(batch["index"]), ctx)
+        x0 = latents.latents(batch, draws.eps)
+        embs, masks = text.embeddings(batch, captions_of(dataset, batch["index"]))
+        noise = Tensor(draws.noise(tuple(x0.shape[1:])))
+        return grad_step(x0, embs, masks, Tensor(draws.t), noise, Tensor(draws.drop))
 
     fps_seen: list[float] = []
     batches = iter(loader)
@@ -634,52 +647,60 @@ def run(cfg: TransformerTrainConfig) -> Path:
     saved_at = start if resume_from is not None else -1
     stopped = None
     validating = validate is not None and cfg.train.val_every > 0
-    if validating and start == 0:  # the untrained model's validation loss: the baseline of the curve
-        progress.update(0, val_loss=validate(), lr=stepper.lr_at(0), lr_reduced=0)
     with StopRequest() as stop:
-        while step < cfg.train.steps:
-            grad_sum, loss_sum = None, None
-            for micro in range(cfg.optim.grad_accum):
-                batch = next(batches)
-                fps_seen.extend(float(v) for v in batch["fps"] if v > 0)
-                draws = draw_step(cfg, step, micro, len(batch["index"]), ctx)
-                x0 = latents.latents(batch, draws.eps)
-                embs, masks = text.embeddings(batch, captions_of(dataset, batch["index"]))
-                noise = Tensor(draws.noise(tuple(x0.shape[1:])))
-                loss, grads = grad_step(x0, embs, masks, Tensor(draws.t), noise, Tensor(draws.drop))
-                grad_sum = engine.add_grads(grad_sum, grads)
-                loss_sum = loss if loss_sum is None else loss_sum + loss
-            result = stepper(grad_sum, loss_sum, cfg.optim.grad_accum, step)
-            stepper.check_nonfinite(cfg.train.max_nonfinite_steps)
-            step += 1
-            progress.update(
-                step,
-                loss=result.loss,
-                lr=result.lr,
-                grad_norm=result.grad_norm,
-                skipped=int(not result.applied),
-            )
-            if validating and step % cfg.train.val_every == 0:
-                val_loss = validate()
-                reduced = stepper.plateau.observe(val_loss) if stepper.plateau else False
-                progress.update(step, val_loss=val_loss, lr=stepper.lr_at(step), lr_reduced=int(reduced))
-                if reduced:
-                    _log(ctx, f"validation loss plateaued: LR scale now {stepper.plateau.scale:g}")
-            requested = _stop_everywhere(bool(stop), ctx)
-            if step % cfg.train.save_every == 0 or step == cfg.train.steps or requested:
-                save(step)
-                saved_at = step
-            if requested:
-                stopped = stop.signal_name or "a stop request on another rank"
-                break
-    progress.close()
+        try:
+            if validating and start == 0:  # the untrained model's validation loss: the baseline of the curve
+                progress.update(0, val_loss=validate(), lr=stepper.lr_at(0), lr_reduced=0)
+            while step < cfg.train.steps:
+                grad_sum, loss_sum = None, None
+                for micro in range(cfg.optim.grad_accum):
+                    batch = next(batches)
+                    fps_seen.extend(float(v) for v in batch["fps"] if v > 0)
+                    loss, grads = forward_backward(batch, step, micro)
+                    grad_sum = engine.add_grads(grad_sum, grads)
+                    loss_sum = loss if loss_sum is None else loss_sum + loss
+                result = stepper(grad_sum, loss_sum, cfg.optim.grad_accum, step)
+                step += 1
+                progress.update(
+                    step,
+                    loss=result.loss,
+                    lr=result.lr,
+                    grad_norm=result.grad_norm,
+                    skipped=int(not result.applied),
+                )
+                stepper.check_nonfinite(cfg.train.max_nonfinite_steps)  # raises before anything is saved
+                if validating and step % cfg.train.val_every == 0:
+                    val_loss = validate()
+                    reduced = stepper.plateau.observe(val_loss) if stepper.plateau else False
+                    progress.update(step, val_loss=val_loss, lr=stepper.lr_at(step), lr_reduced=int(reduced))
+                    if reduced:
+                        _log(ctx, f"validation loss plateaued: LR scale now {stepper.plateau.scale:g}")
+                requested = _stop_everywhere(bool(stop), ctx)
+                if step % cfg.train.save_every == 0 or step == cfg.train.steps or requested:
+                    save(step)
+                    saved_at = step
+                if requested:
+                    stopped = stop.signal_name or "a stop request on another rank"
+                    break
+        finally:
+            progress.close()
     if stopped is not None:
         _log(ctx, f"stopped by {stopped} at step {step}; checkpoint saved. Run the same command to resume.")
         return out
     if saved_at != step:
         save(step)
-    finish(cfg, out, model, stepper, ctx, text, latents, dataset, fps_seen)
+    finish(cfg, out, model, stepper, ctx, text, latents, dataset, pipeline_fps(cfg, fps_seen, dataset))
     return out
+
+
+def pipeline_fps(cfg: TransformerTrainConfig, seen: Sequence[float], dataset: VideoDataset) -> float:
+    """Frame rate for the pipeline: `cfg.fps`, else the trained clips' (median), else the manifest's, else 16."""
+    if cfg.fps:
+        return float(cfg.fps)
+    if seen:
+        return float(np.median(seen))
+    listed = [row.fps for row in dataset.manifest.rows if row.fps]
+    return float(np.median(listed)) / cfg.data.stride if listed else 16.0
 
 
 def _stop_everywhere(local: bool, ctx: mp.ParallelContext) -> bool:
@@ -729,7 +750,9 @@ def make_step_functions(
     return jit_grad_step, jit_eval_loss
 
 
-def finish(cfg, out, model, stepper, ctx, text: TextSource, latents: LatentSource, dataset, fps_seen) -> None:
+def finish(
+    cfg, out, model, stepper, ctx, text: TextSource, latents: LatentSource, dataset, fps: float
+) -> None:
     """Write `transformer/` (EMA weights when EMA is on) and, when the TAE and text encoders are known,
     `pipeline/`. Every rank takes part in gathering the weights; rank 0 writes."""
     arrays = mp.gather_full_state(model, ctx)
@@ -741,7 +764,6 @@ def finish(cfg, out, model, stepper, ctx, text: TextSource, latents: LatentSourc
     final.save_pretrained(out / paths.TRANSFORMER_DIR)
     written = [str(out / paths.TRANSFORMER_DIR)]
     if latents.tae is not None and text.spec is not None:
-        fps = cfg.fps or (float(np.median(fps_seen)) if fps_seen else 16.0)
         captions = []
         for row in dataset.manifest.rows:
             if row.caption and row.caption not in captions:

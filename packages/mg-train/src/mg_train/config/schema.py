@@ -214,7 +214,12 @@ class ParallelConfig:
 @dataclass
 class TransformerTrainConfig:
     model: TransformerModelConfig = section(TransformerModelConfig, "the transformer")
-    tae: str | None = opt(None, "TAE folder or run directory (needed unless data.latent_cache is set)")
+    tae: str | None = opt(
+        None, "TAE folder or run directory (needed unless latent_cache is set; also names the pipeline's TAE)"
+    )
+    tae_tiling: bool = opt(
+        False, "encode pixels with the TAE's temporal and spatial tiling (long or large clips)"
+    )
     text: TextConfig = section(TextConfig, "text encoders (used unless data.text_cache is set)")
     latent_cache: str | None = opt(
         None, "latent cache folder (from `mg-train cache-latents`); null: encode pixels"
