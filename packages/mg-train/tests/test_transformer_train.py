@@ -244,6 +244,13 @@ def test_jit_training_equals_eager(data, eager_run, tmp_path):
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=2e-6, err_msg=key)
 
 
+def test_gradient_checkpointing_trains_the_same(data, eager_run, tmp_path):
+    run(train_config(data, tmp_path / "ckpt", train={"steps": 2, "gradient_checkpointing": True}))
+    a, b = weights(tmp_path / "ckpt"), weights(eager_run)
+    for key in b:
+        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
+
+
 def weights_at_init(seed: int = 3, overrides: dict | None = None) -> dict[str, np.ndarray]:
     """The model a fresh run starts from (seeded init of the tiny preset), built without the training loop."""
     import mindspore as ms
