@@ -16,10 +16,11 @@ from typing import Any
 import mindspore as ms
 import numpy as np
 import yaml
-from mindspore import Parameter, Tensor, nn
+from mindspore import Parameter, Tensor, nn, ops
 from mindspore.experimental.optim import AdamW
 
 import mg_parallel as mp
+from mg_parallel.checkpoint import shard_like, unshard
 from mg_train.checkpoint import CheckpointManager, load_checkpoint
 from mg_train.config.loader import to_dict
 from mg_train.config.schema import OptimConfig
@@ -65,8 +66,12 @@ def build_optimizer(
 
 
 def set_learning_rate(optimizer: AdamW, lr: float) -> None:
+    """Write `lr` into every parameter group. An assign op, not `Parameter.set_data`: the optimizer's compiled
+    update keeps reading the learning-rate parameter's first buffer after a `set_data` (measured: the LR stayed
+    at its first value for the whole run)."""
+    value = Tensor(lr, ms.float32)
     for group in optimizer.param_groups:
-        group["lr"].set_data(Tensor(lr, ms.float32))
+        ops.assign(group["lr"], value)
 
 
 def add_grads(total: tuple | None, grads: Sequence[Tensor]) -> tuple:
@@ -164,12 +169,14 @@ class OptimizerStep:
         return {
             "plateau": self.plateau.state_dict() if self.plateau else None,
             "skipped_total": self.skipped_total,
+            "consecutive_nonfinite": self.consecutive_nonfinite,
         }
 
     def load_state_dict(self, state: dict) -> None:
         if self.plateau and state.get("plateau"):
             self.plateau.load_state_dict(state["plateau"])
         self.skipped_total = int(state.get("skipped_total", 0))
+        self.consecutive_nonfinite = int(state.get("consecutive_nonfinite", 0))
 
 
 def step_rng(seed: int, step: int, micro: int = 0, stream: int = 0) -> np.random.Generator:
@@ -205,7 +212,7 @@ def save_training_checkpoint(
         "optimizer": stepper.zero.optimizer_state_dict(),
     }
     if stepper.ema is not None:
-        arrays["ema"] = stepper.ema.state_dict()
+        arrays["ema"] = ema_full_state(stepper.ema, ctx)
     if ctx.rank_id != 0:
         return None
     return manager.save(step, arrays, {**state, "optimizer_step": stepper.state_dict()})
@@ -222,9 +229,30 @@ def restore_training_checkpoint(
     if stepper.ema is not None:
         if "ema" not in arrays:
             raise ValueError(f"{path} has no EMA weights but optim.ema_decay is set")
-        stepper.ema.load_state_dict(arrays["ema"])
+        load_ema_full_state(stepper.ema, arrays["ema"], ctx, source=f"{path}/ema.safetensors")
     stepper.load_state_dict(state.get("optimizer_step", {}))
     return state
+
+
+def ema_full_state(ema: EMA, ctx: mp.ParallelContext) -> dict[str, np.ndarray]:
+    """The EMA weights at the model's full shapes (under ZeRO-3 the shadows are chunks like their parameters;
+    every rank takes part in the gather)."""
+    return {
+        name: unshard(shadow.value(), param, ctx)
+        for name, shadow, param in zip(ema.names, ema.shadow, ema.params, strict=True)
+    }
+
+
+def load_ema_full_state(
+    ema: EMA, arrays: dict[str, np.ndarray], ctx: mp.ParallelContext, source: str = "EMA state"
+) -> None:
+    """Load full-shape EMA weights (from `ema_full_state`, any layout) into this rank's shadows."""
+    missing = [name for name in ema.names if name not in arrays]
+    if missing:
+        raise ValueError(f"{source}: lacks {len(missing)} parameters, e.g. {missing[:3]}")
+    for name, shadow, param in zip(ema.names, ema.shadow, ema.params, strict=True):
+        piece = shard_like(np.asarray(arrays[name]), param, ctx)
+        shadow.set_data(Tensor(piece.reshape(shadow.shape), shadow.dtype))
 
 
 def resolve_resume(resume: str | None, manager: CheckpointManager) -> Path | None:

@@ -200,6 +200,9 @@ class FlowConfig:
     logit_std: float = opt(1.0, "standard deviation of the logit-normal")
     text_dropout: float = opt(0.1, "probability of replacing a caption by the empty prompt (for CFG)")
     sigma_min: float = opt(1e-5, "sigma_min of the rectified-flow interpolation")
+    val_timesteps: int = opt(
+        10, "validation loss: mean over these many fixed t = linspace(0, 1, n + 2)[1:-1], fixed noise"
+    )
 
 
 @dataclass
@@ -211,7 +214,12 @@ class ParallelConfig:
 @dataclass
 class TransformerTrainConfig:
     model: TransformerModelConfig = section(TransformerModelConfig, "the transformer")
-    tae: str | None = opt(None, "TAE folder or run directory (needed unless data.latent_cache is set)")
+    tae: str | None = opt(
+        None, "TAE folder or run directory (needed unless latent_cache is set; also names the pipeline's TAE)"
+    )
+    tae_tiling: bool = opt(
+        False, "encode pixels with the TAE's temporal and spatial tiling (long or large clips)"
+    )
     text: TextConfig = section(TextConfig, "text encoders (used unless data.text_cache is set)")
     latent_cache: str | None = opt(
         None, "latent cache folder (from `mg-train cache-latents`); null: encode pixels"
@@ -227,6 +235,9 @@ class TransformerTrainConfig:
     optim: OptimConfig = section(OptimConfig, "optimizer and schedule")
     train: RunConfig = section(RunConfig, "the run")
     parallel: ParallelConfig = section(ParallelConfig, "distributed training (under msrun)")
+    fps: float | None = opt(
+        None, "frame rate recorded in the pipeline for sampling (default: the training clips' rate)"
+    )
 
 
 # -- sampling ---------------------------------------------------------------------------------------------------------

@@ -1,0 +1,537 @@
+"""`mg-train train` in one process: the loss falls, inputs reach the model as they should (checked against an
+independent computation of the first step's loss), non-finite steps are skipped and counted, stage 1 -> 2
+initialisation resizes the position tables, the pipeline folder loads and samples, bad configs fail before any
+work, and every bundled transformer config validates.
+
+`make_data` and `train_config` are shared with test_resume_transformer.py and test_parallel_transformer.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from mg_data import load_manifest, make_synthetic_dataset
+from mg_data.caches import LatentCacheWriter, cache_key
+from mg_tae import TAEConfig, TemporalAutoencoder
+from mg_train import engine
+from mg_train.config.loader import bundled_configs, from_dict, load_config, to_dict
+from mg_train.config.schema import TransformerTrainConfig
+from mg_train.transformer_train import TrainConfigError, check_inputs, preset_config, run, training_buckets
+from mg_transformer import TransformerConfig
+from mg_transformer.text import TextEmbedder
+
+LATENT_STD = 0.05
+
+
+def caption_pattern(caption: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A fixed latent per caption: what a trained model can learn to predict from the text."""
+    return np.random.default_rng(zlib.crc32(caption.encode())).standard_normal(shape).astype(np.float32)
+
+
+def make_data(root: Path, n: int = 10, num_images: int = 0, with_tae: bool = True) -> SimpleNamespace:
+    """Synthetic 32 px clips of 16 frames (+ images), a latent cache whose means are a fixed pattern per
+    caption (std 0.05; images get one latent frame), a tiny-encoder text cache and a tiny TAE folder."""
+    synth = make_synthetic_dataset(root / "synth", n=n, seed=0, size=32, num_frames=16, num_images=num_images)
+    tae_dir = root / "tae"
+    tae = TemporalAutoencoder(TAEConfig.tiny(), seed=0)
+    tae.save_pretrained(tae_dir)
+    writer = LatentCacheWriter(
+        root / "latents",
+        scaling_factor=tae.config.scaling_factor,
+        shift_factor=tae.config.shift_factor,
+        latent_channels=16,
+        frames=16,
+        size=(32, 32),
+        tae=str(tae_dir) if with_tae else "",
+    )
+    rows = [row for path in (synth.train_manifest, synth.val_manifest) for row in load_manifest(path).rows]
+    for row in rows:
+        frames = 1 if row.video.endswith(".png") else 2
+        mean = caption_pattern(row.caption, (16, frames, 4, 4))
+        writer.write(row.video, mean, np.full_like(mean, LATENT_STD))
+    TextEmbedder.tiny(seed=0).write_cache(
+        root / "text",
+        keys=[cache_key(r.video) for r in rows],
+        prompts=[r.caption for r in rows],
+        progress=False,
+    )
+    return SimpleNamespace(
+        root=root,
+        train=str(synth.train_manifest),
+        val=str(synth.val_manifest),
+        latents=str(root / "latents"),
+        text=str(root / "text"),
+        tae=str(tae_dir),
+        scaling=tae.config.scaling_factor,
+        shift=tae.config.shift_factor,
+    )
+
+
+TINY_MODEL = {
+    "num_layers": 2,
+    "hidden_size": 32,
+    "ffn_size": 64,
+    "num_heads": 2,
+    "pos_embed_max_size": [2, 4, 4],
+}
+
+
+def train_config(inputs: SimpleNamespace, out: Path, **sections) -> TransformerTrainConfig:
+    """A tiny, fast run on `inputs`' caches; `sections` deep-update the config dict (e.g. optim={"lr": 0})."""
+    config = {
+        "model": {"preset": "tiny", "overrides": dict(TINY_MODEL)},
+        "latent_cache": inputs.latents,
+        "text_cache": inputs.text,
+        "flow": {"text_dropout": 0.25, "val_timesteps": 2},
+        "data": {"manifest": inputs.train, "frames": 16, "size": [32, 32], "batch_size": 2},
+        "optim": {"lr": 3e-3, "warmup_steps": 2, "grad_clip": 1.0},
+        "train": {
+            "output_dir": str(out),
+            "steps": 4,
+            "seed": 3,
+            "jit": False,
+            "log_every": 100,
+            "save_every": 100,
+        },
+    }
+    for name, values in sections.items():
+        if isinstance(values, dict) and isinstance(config.get(name), dict):
+            config[name] = {**config[name], **values}
+        else:
+            config[name] = values
+    return from_dict(TransformerTrainConfig, config, "test config")
+
+
+def weights(run_dir: Path, folder: str = "transformer") -> dict[str, np.ndarray]:
+    return load_file(str(Path(run_dir) / folder / "model.safetensors"))
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_data(tmp_path_factory.mktemp("tf_data"), n=10, num_images=4)
+
+
+@pytest.fixture(scope="module")
+def eager_run(data, tmp_path_factory):
+    """2 steps of the default test config, eager, checkpoints after each step (shared by several tests)."""
+    out = tmp_path_factory.mktemp("eager") / "run"
+    run(train_config(data, out, train={"steps": 2, "save_every": 1}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ema_run(data, tmp_path_factory):
+    """2 steps with EMA (decay 0.5)."""
+    out = tmp_path_factory.mktemp("ema") / "run"
+    run(train_config(data, out, optim={"ema_decay": 0.5}, train={"steps": 2}))
+    return out
+
+
+# -- training works ----------------------------------------------------------------------------------------------
+
+
+def test_first_step_loss_matches_an_independent_computation(data, tmp_path):
+    """The fresh model predicts zero velocity (zero-initialised output projection), so the first step's loss is
+    mean((x0 - (1 - sigma_min) * noise)^2) for the scaled latents of the first batch and the step's noise: this
+    checks sampler order, cache reading, scaling and the noise draw against numpy."""
+    cfg = train_config(data, tmp_path / "run", train={"steps": 1}, flow={"text_dropout": 0.0})
+    run(cfg)
+    from mg_data import BucketBatchSampler, VideoDataset
+
+    dataset = VideoDataset(
+        data.train, latent_cache=data.latents, buckets=training_buckets(cfg.data), seed=cfg.train.seed
+    )
+    sampler = BucketBatchSampler(dataset.assignment, seed=cfg.train.seed)
+    first = next(iter(sampler))
+    z = np.stack([dataset.get(i, epoch=0)["latent"] for i in first])
+    x0 = (z - np.float32(data.shift)) * np.float32(data.scaling)
+    noise = engine.step_rng(cfg.train.seed, 0, 0, 1).standard_normal(z.shape, dtype=np.float32)
+    expected = np.mean((x0.astype(np.float64) - (1 - 1e-5) * noise) ** 2)
+    assert metrics(tmp_path / "run")[0]["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_training_lowers_the_validation_loss(data, tmp_path):
+    """20 steps on the training clips: the validation loss (fixed t and noise) on the same clips falls by more
+    than 10% from the untrained model's, which the run logs at step 0."""
+    cfg = train_config(
+        data,
+        tmp_path / "run",
+        data={
+            "manifest": data.train,
+            "val_manifest": data.train,
+            "frames": 16,
+            "size": [32, 32],
+            "batch_size": 2,
+        },
+        optim={"lr": 2e-2, "warmup_steps": 2},
+        train={"steps": 20, "val_every": 20, "val_batches": 4},
+    )
+    run(cfg)
+    val = {m["step"]: m["val_loss"] for m in metrics(tmp_path / "run") if "val_loss" in m}
+    assert sorted(val) == [0, 20]
+    assert val[20] < 0.9 * val[0], val
+    steps = [m for m in metrics(tmp_path / "run") if "loss" in m]
+    assert [m["step"] for m in steps] == list(range(1, 21)) and not any(m["skipped"] for m in steps)
+
+
+def test_pixels_through_the_frozen_tae(data, tmp_path):
+    """Without a latent cache the clips are encoded by the TAE: the first step's loss equals numpy's on the
+    TAE posterior sample (posterior noise from the step's generator, stream 2) of the first batch's clips."""
+    cfg = train_config(
+        data,
+        tmp_path / "run",
+        latent_cache=None,
+        tae=data.tae,
+        train={"steps": 1},
+        flow={"text_dropout": 0.0},
+    )
+    run(cfg)
+    from mindspore import Tensor
+
+    from mg_data import BucketBatchSampler, VideoDataset
+
+    dataset = VideoDataset(
+        data.train, num_frames=16, size=(32, 32), buckets=training_buckets(cfg.data), seed=3
+    )
+    first = next(iter(BucketBatchSampler(dataset.assignment, seed=3)))
+    video = np.stack([dataset.get(i, epoch=0)["video"] for i in first])
+    tae = TemporalAutoencoder.from_pretrained(data.tae)
+    posterior = tae.encode(Tensor(video))
+    mean, std = posterior.mean.asnumpy(), posterior.std.asnumpy()
+    eps = engine.step_rng(3, 0, 0, 2).standard_normal(mean.shape, dtype=np.float32)
+    x0 = ((mean + std * eps) - data.shift) * data.scaling
+    noise = engine.step_rng(3, 0, 0, 1).standard_normal(mean.shape, dtype=np.float32)
+    expected = np.mean((x0.astype(np.float64) - (1 - 1e-5) * noise) ** 2)
+    assert metrics(tmp_path / "run")[0]["loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_online_text_equals_the_text_cache(data, tmp_path):
+    """Embedding captions on the fly with the tiny encoders trains exactly like reading the cache they wrote."""
+    online = train_config(
+        data,
+        tmp_path / "online",
+        text_cache=None,
+        text={"encoders": {n: "tiny" for n in ("ul2", "byt5", "metaclip")}},
+        train={"steps": 2},
+    )
+    cached = train_config(data, tmp_path / "cached", train={"steps": 2})
+    run(online)
+    run(cached)
+    a, b = weights(tmp_path / "online"), weights(tmp_path / "cached")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
+    assert any(not np.allclose(a[k], weights_at_init()[k]) for k in a)  # it did train
+
+
+def test_jit_training_equals_eager(data, eager_run, tmp_path):
+    """`train.jit` compiles forward+backward (and the validation forward): same weights as eager."""
+    run(train_config(data, tmp_path / "jit", train={"steps": 2, "jit": True}))
+    a, b = weights(tmp_path / "jit"), weights(eager_run)
+    for key in b:
+        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=2e-6, err_msg=key)
+
+
+def test_gradient_checkpointing_trains_the_same(data, eager_run, tmp_path):
+    run(train_config(data, tmp_path / "ckpt", train={"steps": 2, "gradient_checkpointing": True}))
+    a, b = weights(tmp_path / "ckpt"), weights(eager_run)
+    for key in b:
+        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
+
+
+def weights_at_init(seed: int = 3, overrides: dict | None = None) -> dict[str, np.ndarray]:
+    """The model a fresh run starts from (seeded init of the tiny preset), built without the training loop."""
+    import mindspore as ms
+
+    from mg_transformer import MovieGenTransformer
+
+    ms.set_seed(seed)
+    dims = {"ul2": 64, "byt5": 48, "metaclip": 32}
+    config = TransformerConfig.preset("tiny", text_dims=dims, **(overrides or TINY_MODEL))
+    return {name: p.asnumpy() for name, p in MovieGenTransformer(config).parameters_and_names()}
+
+
+def test_each_step_applies_adamw_with_the_scheduled_lr(data, tmp_path):
+    """Every update equals AdamW's formula (bias-corrected moments from the checkpoint, decoupled weight decay
+    on matrices only) at the logged learning rate, which warms up 1e-3, 2e-3, 3e-3."""
+    from mg_train.checkpoint import load_checkpoint
+    from mg_train.engine import decay_groups
+
+    cfg = train_config(
+        data,
+        tmp_path / "run",
+        optim={"lr": 3e-3, "warmup_steps": 3, "weight_decay": 0.1, "eps": 1e-8, "grad_clip": None},
+        train={"steps": 3, "save_every": 1},
+    )
+    run(cfg)
+    lrs = [m["lr"] for m in metrics(tmp_path / "run") if "loss" in m]
+    assert lrs == pytest.approx([1e-3, 2e-3, 3e-3])
+    previous = weights_at_init()
+    checked = 0
+    for step, lr in enumerate(lrs, start=1):
+        arrays, _ = load_checkpoint(tmp_path / "run" / "checkpoints" / f"step_{step:08d}")
+        for name, new in arrays["model"].items():
+            m, v = arrays["optimizer"][f"exp_avg.{name}"], arrays["optimizer"][f"exp_avg_sq.{name}"]
+            decay = decay_groups([_Named(name, new.ndim)], 0.1)[0]["weight_decay"]  # 0 for norms, tables
+            expected = previous[name] * (1 - lr * decay) - lr / (1 - 0.9**step) * m / (
+                np.sqrt(v) / np.sqrt(1 - 0.999**step) + 1e-8
+            )
+            np.testing.assert_allclose(new, expected, rtol=0, atol=2e-6, err_msg=f"step {step}: {name}")
+            checked += int(np.abs(new - previous[name]).max() > 1e-4)
+        previous = arrays["model"]
+    assert checked > 20  # most tensors moved
+
+
+class _Named:
+    """A stand-in parameter for `decay_groups` (name and rank only)."""
+
+    def __init__(self, name: str, ndim: int):
+        self.name, self.ndim = name, ndim
+
+
+# -- non-finite steps ----------------------------------------------------------------------------------------------
+
+
+def corrupt_text(text_cache: str, keys: list[str], target: Path) -> str:
+    """A copy of the text cache whose UL2 embeddings of `keys` are NaN."""
+    import shutil
+
+    shutil.copytree(text_cache, target)
+    for key in keys:
+        path = target / "ul2" / key
+        with np.load(path) as entry:
+            arrays = dict(entry)
+        arrays["text_emb"] = np.full_like(arrays["text_emb"], np.nan)
+        np.savez(path, **arrays)
+    return str(target)
+
+
+def test_nonfinite_steps_are_skipped_and_counted(data, tmp_path):
+    from mg_data import BucketBatchSampler, VideoDataset
+
+    bad_row = 2
+    key = cache_key(load_manifest(data.train).rows[bad_row].video)
+    text = corrupt_text(data.text, [key], tmp_path / "text")
+    cfg = train_config(
+        data, tmp_path / "run", text_cache=text, flow={"text_dropout": 0.0}, train={"steps": 6}
+    )
+    run(cfg)
+    # Which steps hold the bad sample, from the sampler alone.
+    dataset = VideoDataset(data.train, latent_cache=data.latents, buckets=training_buckets(cfg.data), seed=3)
+    sampler = BucketBatchSampler(dataset.assignment, seed=3)
+    batches, order = iter(sampler), []
+    while len(order) < 6:
+        try:
+            order.append(next(batches))
+        except StopIteration:
+            batches = iter(sampler)
+    expected = [step + 1 for step, batch in enumerate(order) if bad_row in batch]
+    assert expected, "the bad sample must appear in the run"
+    rows = [m for m in metrics(tmp_path / "run") if "loss" in m]
+    assert [m["step"] for m in rows if m["skipped"]] == expected
+    assert all(math.isfinite(m["loss"]) for m in rows if not m["skipped"])
+    state = json.loads((tmp_path / "run" / "checkpoints" / "step_00000006" / "state.json").read_text())
+    assert state["optimizer_step"]["skipped_total"] == len(expected)
+    assert all(np.isfinite(v).all() for v in weights(tmp_path / "run").values())
+
+
+def test_repeated_nonfinite_steps_stop_the_run_without_saving_them(data, tmp_path):
+    from mg_train.engine import NonFiniteLossError
+
+    keys = [cache_key(row.video) for row in load_manifest(data.train).rows]
+    text = corrupt_text(data.text, keys, tmp_path / "text")
+    cfg = train_config(
+        data,
+        tmp_path / "run",
+        text_cache=text,
+        flow={"text_dropout": 0.0},
+        train={"steps": 6, "save_every": 1, "max_nonfinite_steps": 2},
+    )
+    with pytest.raises(NonFiniteLossError, match="2 consecutive steps"):
+        run(cfg)
+    saved = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert saved == [
+        "step_00000001"
+    ]  # the skipped first step changed nothing; the second raised before saving
+    assert not (tmp_path / "run" / "transformer").exists()
+    kept = load_file(str(tmp_path / "run" / "checkpoints" / "step_00000001" / "model.safetensors"))
+    initial = weights_at_init()
+    for name, value in kept.items():
+        np.testing.assert_array_equal(value, initial[name], err_msg=name)
+
+
+# -- stages and the pipeline ---------------------------------------------------------------------------------------
+
+
+def test_stage1_images_initialise_stage2_with_resized_position_tables(data, tmp_path):
+    """Stage 1 trains on images (frames 1, tables (1, 2, 2)); stage 2 starts from it with tables (2, 4, 4): the
+    tables are the stage-1 ones linearly interpolated per column (numpy), every other weight is unchanged."""
+    stage1 = train_config(
+        data,
+        tmp_path / "stage1",
+        model={"preset": "tiny", "overrides": {**TINY_MODEL, "pos_embed_max_size": [1, 2, 2]}},
+        data={"manifest": data.train, "frames": 1, "size": [32, 32], "batch_size": 2},
+        train={"steps": 2},
+    )
+    run(stage1)
+    stage2 = train_config(
+        data,
+        tmp_path / "stage2",
+        model={
+            "preset": "tiny",
+            "init_from": str(tmp_path / "stage1"),
+            "overrides": {"pos_embed_max_size": [2, 4, 4]},
+        },
+        optim={"lr": 0.0},
+        train={"steps": 1},
+    )
+    run(stage2)
+    before, after = weights(tmp_path / "stage1"), weights(tmp_path / "stage2")
+    for name, length in (("pos_embed_t", 2), ("pos_embed_h", 4), ("pos_embed_w", 4)):
+        old = before[name]
+        grid = np.linspace(0, old.shape[0] - 1, length)
+        expected = np.stack(
+            [np.interp(grid, np.arange(old.shape[0]), old[:, c]) for c in range(old.shape[1])], 1
+        )
+        np.testing.assert_allclose(after[name], expected, rtol=0, atol=1e-6, err_msg=name)
+    for name in before.keys() - {"pos_embed_t", "pos_embed_h", "pos_embed_w"}:
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+    config = json.loads((tmp_path / "stage2" / "transformer" / "config.json").read_text())
+    assert config["pos_embed_max_size"] == [2, 4, 4] and config["num_layers"] == TINY_MODEL["num_layers"]
+
+
+def test_pipeline_folder_loads_and_samples(data, ema_run):
+    """The run's pipeline/ (TAE named by the latent cache, encoders by the text cache) loads, samples the training
+    size, holds the final transformer, and rebuilds the text encoders that wrote the cache."""
+    from mg_data.caches import TextEmbeddingStore
+    from mg_train.pipeline import MovieGenPipeline
+
+    pipe = MovieGenPipeline.from_pretrained(ema_run, jit=False)
+    captions = {row.caption for row in load_manifest(data.train).rows}
+    assert (pipe.info.frames, pipe.info.size, pipe.info.fps) == (16, (32, 32), 8.0)
+    assert pipe.info.example_prompts and set(pipe.info.example_prompts) <= captions
+    final = weights(ema_run)
+    for name, param in pipe.transformer.parameters_and_names():
+        np.testing.assert_array_equal(param.asnumpy(), final[name], err_msg=name)
+    caption = pipe.info.example_prompts[0]
+    row = next(r for r in load_manifest(data.train).rows if r.caption == caption)
+    cached = TextEmbeddingStore(data.text).get(cache_key(row.video))
+    for name, (emb, mask) in pipe.text.embed([caption]).items():
+        np.testing.assert_array_equal(mask[0], cached[name][1], err_msg=name)
+        np.testing.assert_allclose(emb[0], cached[name][0], rtol=0, atol=1e-5, err_msg=name)
+    video = pipe.generate([caption], steps=2, seed=0)
+    assert video.shape == (1, 16, 32, 32, 3) and video.dtype == np.uint8
+
+
+def test_ema_weights_are_exported(ema_run, eager_run):
+    """With EMA on, transformer/ holds the average 0.25 w0 + 0.25 w1 + 0.5 w2 of the raw weights, which the
+    checkpoint also keeps (w1 and w2 from the same run without EMA, w0 = the initial weights)."""
+    from mg_train.checkpoint import load_checkpoint
+
+    arrays, _ = load_checkpoint(ema_run / "checkpoints" / "step_00000002")
+    exported = weights(ema_run)
+    assert exported.keys() == arrays["ema"].keys() == arrays["model"].keys()
+    w0 = weights_at_init(seed=3)
+    w1 = load_checkpoint(eager_run / "checkpoints" / "step_00000001")[0]["model"]
+    w2 = load_checkpoint(eager_run / "checkpoints" / "step_00000002")[0]["model"]
+    for name, value in exported.items():
+        np.testing.assert_array_equal(value, arrays["ema"][name], err_msg=name)
+        np.testing.assert_array_equal(
+            arrays["model"][name], w2[name], err_msg=name
+        )  # EMA leaves training alone
+        expected = 0.25 * w0[name] + 0.25 * w1[name] + 0.5 * w2[name]
+        np.testing.assert_allclose(value, expected, rtol=0, atol=1e-7, err_msg=name)
+    assert not np.allclose(exported["proj_out.weight"], w2["proj_out.weight"])
+
+
+# -- checks before any work ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"data": {"manifest": "/no/such.csv"}}, "data.manifest=/no/such.csv: no such file"),
+        ({"latent_cache": None}, "set latent_cache"),
+        ({"latent_cache": "/no/cache"}, "latent_cache=/no/cache"),
+        ({"text_cache": "/no/text"}, "text_cache=/no/text"),
+        ({"tae": "/no/tae"}, "tae=/no/tae"),
+        ({"parallel": {"sp": 2}}, "parallel.sp=2 needs a world size divisible by it"),
+        ({"data": {"size": [40, 32]}}, "multiples of 16"),
+        ({"data": {"size": [32, 64]}}, "not among the bucket sizes"),
+        ({"model": {"init_from": "/no/run"}}, "model.init_from"),
+        ({"model": {"overrides": {"text_dims": {"ul2": 8}}}}, "text_dims"),
+        ({"model": {"overrides": {**TINY_MODEL, "pos_embed_max_size": [1, 4, 4]}}}, "pos_embed_max_size"),
+        ({"train": {"val_every": 5}}, "needs data.val_manifest"),
+        ({"train": {"resume": "/no/ckpt"}}, "train.resume=/no/ckpt"),
+    ],
+)
+def test_bad_configs_fail_before_any_work(data, tmp_path, change, message):
+    sections = {k: v for k, v in change.items() if k not in ("data",)}
+    if "data" in change:
+        sections["data"] = {
+            "manifest": data.train,
+            "frames": 16,
+            "size": [32, 32],
+            "batch_size": 2,
+            **change["data"],
+        }
+    cfg = train_config(data, tmp_path / "run", **sections)
+    with pytest.raises(TrainConfigError, match=message):
+        run(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_bundled_transformer_config_validates():
+    """Each bundled config loads, its buckets build, and its model fits them (position tables, heads and tokens
+    divisible by sp); the stage recipes follow the reference."""
+    from mg_train.transformer_train import check_model_fits
+    from mg_transformer.config import REAL_TEXT_DIMS
+
+    names = [n for n in bundled_configs() if n.startswith("transformer/")]
+    assert {
+        f"transformer/stage{s}_{size}"
+        for s in ("1_t2i_256px", "2_t2iv_256px", "3_t2iv_768px")
+        for size in ("tiny", "1B", "5B", "30B")
+    } <= set(names)
+    assert "transformer/cpu_debug" in names
+    for name in names:
+        cfg = load_config(TransformerTrainConfig, name)
+        buckets = training_buckets(cfg.data)
+        dims = REAL_TEXT_DIMS if cfg.model.preset != "tiny" else {"ul2": 64, "byt5": 48, "metaclip": 32}
+        config = TransformerConfig.preset(cfg.model.preset, text_dims=dims, **cfg.model.overrides)
+        check_model_fits(config, buckets, cfg.parallel.sp, name)
+        assert to_dict(cfg)  # round-trips to YAML data
+        if "stage" in name:
+            assert (cfg.optim.lr, cfg.optim.warmup_steps, cfg.optim.eps) == (1e-4, 1000, 1e-15), name
+            assert (cfg.optim.grad_clip, cfg.optim.plateau_factor, cfg.flow.text_dropout) == (
+                1.0,
+                0.5,
+                0.2,
+            ), name
+            assert (cfg.model.init_from is None) == ("stage1" in name), name
+    for stage in ("stage2_t2iv_256px", "stage3_t2iv_768px"):
+        cfg = load_config(TransformerTrainConfig, f"transformer/{stage}_30B")
+        assert (cfg.model.preset, cfg.parallel.zero_stage, cfg.parallel.sp) == ("30B", 3, 8)
+    assert load_config(TransformerTrainConfig, "transformer/stage3_t2iv_768px_5B").data.size == (576, 1024)
+
+
+def test_preset_config_takes_the_text_and_latent_widths(data, tmp_path):
+    cfg = train_config(data, tmp_path / "run")
+    config = preset_config(cfg, {"ul2": 64, "byt5": 48}, 8)
+    assert dict(config.text_dims) == {"ul2": 64, "byt5": 48} and (
+        config.in_channels,
+        config.out_channels,
+    ) == (8, 8)
+    check_inputs(cfg)  # the fixture's config itself is fine
