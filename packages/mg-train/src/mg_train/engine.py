@@ -16,7 +16,7 @@ from typing import Any
 import mindspore as ms
 import numpy as np
 import yaml
-from mindspore import Parameter, Tensor, nn
+from mindspore import Parameter, Tensor, nn, ops
 from mindspore.experimental.optim import AdamW
 
 import mg_parallel as mp
@@ -65,8 +65,14 @@ def build_optimizer(
 
 
 def set_learning_rate(optimizer: AdamW, lr: float) -> None:
+    """Write `lr` into every group's LR parameter in place.
+
+    `ops.assign`, not `set_data`: AdamW's update is a compiled graph, and when a group holds more than one
+    parameter it keeps reading the LR buffer it was compiled with, so `set_data` (which swaps the buffer) left
+    the LR at its first value (warmup and cosine schedules silently did nothing after the first step).
+    """
     for group in optimizer.param_groups:
-        group["lr"].set_data(Tensor(lr, ms.float32))
+        ops.assign(group["lr"], Tensor(lr, ms.float32))
 
 
 def add_grads(total: tuple | None, grads: Sequence[Tensor]) -> tuple:
