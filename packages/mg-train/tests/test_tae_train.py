@@ -264,3 +264,51 @@ def test_bad_inputs_fail_before_any_work(synth, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
         tae_train.run(_config(synth, out, *overrides))
     assert not out.exists()
+
+
+DP_RECIPE = ("train.steps=3", "optim.grad_accum=2", "data.image_ratio=0.5", "optim.ema_decay=0.9")
+
+
+def _dp_worker(manifest: str, out: str, overrides: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """One msrun rank of a data-parallel tae-train run; returns the final weights it sees on disk."""
+    from mg_train.runtime import setup_mindspore
+
+    setup_mindspore()
+    cfg = load_config(
+        TAETrainConfig,
+        None,
+        [
+            MICRO,
+            f"data.manifest={manifest}",
+            "data.frames=4",
+            "data.size=[16, 16]",
+            f"train.output_dir={out}",
+            "train.jit=false",
+            "optim.lr=1e-3",
+            *overrides,
+        ],
+    )
+    final = tae_train.run(cfg)
+    return load_file(str(final / "model.safetensors"))
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_data_parallel_ranks_match_one_process_with_the_double_batch(synth, tmp_path):
+    from mg_parallel.testing import run_distributed
+
+    single = _dp_worker(
+        str(synth.train_manifest), str(tmp_path / "single"), ("data.batch_size=2", *DP_RECIPE)
+    )
+    ranks = run_distributed(
+        f"{__file__}:_dp_worker",
+        2,
+        args=(str(synth.train_manifest), str(tmp_path / "dp"), ("data.batch_size=1", *DP_RECIPE)),
+        timeout=600,
+    )
+    for weights in ranks:
+        for key, value in single.items():
+            np.testing.assert_allclose(weights[key], value, rtol=0, atol=1e-5, err_msg=key)
+    single_loss = [m["loss"] for m in _metrics(tmp_path / "single") if "loss" in m]
+    dp_loss = [m["loss"] for m in _metrics(tmp_path / "dp") if "loss" in m]
+    np.testing.assert_allclose(dp_loss, single_loss, rtol=1e-5)
