@@ -66,12 +66,14 @@ def build_optimizer(
 
 
 def set_learning_rate(optimizer: AdamW, lr: float) -> None:
-    """Write `lr` into every parameter group. An assign op, not `Parameter.set_data`: the optimizer's compiled
-    update keeps reading the learning-rate parameter's first buffer after a `set_data` (measured: the LR stayed
-    at its first value for the whole run)."""
-    value = Tensor(lr, ms.float32)
+    """Write `lr` into every group's LR parameter in place.
+
+    `ops.assign`, not `set_data`: AdamW's update is a compiled graph, and when a group holds more than one
+    parameter it keeps reading the LR buffer it was compiled with, so `set_data` (which swaps the buffer) left
+    the LR at its first value (warmup and cosine schedules silently did nothing after the first step).
+    """
     for group in optimizer.param_groups:
-        ops.assign(group["lr"], value)
+        ops.assign(group["lr"], Tensor(lr, ms.float32))
 
 
 def add_grads(total: tuple | None, grads: Sequence[Tensor]) -> tuple:

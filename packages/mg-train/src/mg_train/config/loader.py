@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,8 @@ T = TypeVar("T")
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "configs"
 EXTENDS_KEY = "extends"
+# A YAML 1.2 float such as 1e-4 or 3E+2 (YAML 1.1, which PyYAML implements, needs a dot for exponents).
+_FLOAT_LITERAL = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 class ConfigError(ValueError):
@@ -188,6 +191,8 @@ def _convert(tp: Any, value: Any, origin: str, key: str) -> Any:
             for k, v in value.items()
         }
     if tp is float:
+        if isinstance(value, str) and _FLOAT_LITERAL.match(value.strip()):
+            return float(value)  # PyYAML (YAML 1.1) reads 1e-4 without a dot as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{origin}: '{key}' must be a number, got {value!r}")
         return float(value)

@@ -100,16 +100,27 @@ class TAEModelConfig:
     preset: Literal["tiny", "sd35"] = opt(
         "tiny", "TAEConfig preset: tiny (CPU, tests) or sd35 (SD3.5 VAE size)"
     )
-    pretrained: str | None = opt(None, "TAE checkpoint folder to start from (e.g. from `mg-tae inflate`)")
-    overrides: dict[str, Any] = opt({}, "TAEConfig fields to change, e.g. {latent_channels: 8}")
+    pretrained: str | None = opt(
+        None,
+        "TAE checkpoint folder to start from (e.g. from `mg-tae inflate`); its config.json replaces the preset",
+    )
+    overrides: dict[str, Any] = opt(
+        {}, "TAEConfig fields to change, e.g. {latent_channels: 8} (with pretrained: must keep every shape)"
+    )
 
 
 @dataclass
 class TAELossConfig:
-    kl_weight: float = opt(1e-6, "weight of the KL term")
-    perceptual_weight: float = opt(0.0, "weight of LPIPS (needs lpips_weights)")
+    kl_weight: float = opt(
+        1e-6,
+        "weight of the KL term; the KL (summed over latent elements) is divided by the number of pixel values, "
+        "so 1e-6 balances L1 as in the reference recipe (which sums L1 per frame)",
+    )
+    perceptual_weight: float = opt(0.0, "weight of the per-frame LPIPS (needs lpips_weights)")
     lpips_weights: str | None = opt(None, "LPIPS VGG16 weights as safetensors (see mg-tae's README)")
-    opl_weight: float = opt(0.0, "weight of Movie Gen's outlier penalty loss (0: off)")
+    opl_weight: float = opt(
+        0.0, "weight of Movie Gen's outlier penalty (mean over latent elements) on z (0: off)"
+    )
     opl_r: float = opt(3.0, "outlier penalty margin r (in standard deviations)")
     sample_posterior: bool = opt(True, "decode z = mean + std * noise (True) or the mean")
 
@@ -138,6 +149,10 @@ class TAEEvalConfig:
     save_videos: int = opt(8, "write side-by-side input|reconstruction mp4s for the first N clips")
     tiling: bool = opt(False, "encode/decode with temporal tiling")
     fps: float = opt(8.0, "frame rate of the saved videos")
+    quantize: bool = opt(
+        True,
+        "score 8-bit frames (round to 0..255 first, as the reference evaluation does); false: float frames",
+    )
 
 
 @dataclass

@@ -1,0 +1,418 @@
+"""`mg-train tae-train`: train or fine-tune the Temporal Autoencoder on videos (and images).
+
+One linear loop (`run`): build the TAE (a preset, or a `save_pretrained` folder such as an `mg-tae inflate`
+output), read bucketed batches of an mg-data `VideoDataset`, minimise L1 + KL (+ outlier penalty, + LPIPS) with
+AdamW through the shared engine (accumulation, data-parallel reduction, non-finite skips, clipping, schedule,
+EMA), validate on held-out clips, checkpoint, and write the final weights to `<output_dir>/tae/`.
+
+Loss scale: every term is a mean per pixel value, so the reference recipe's weights (KL 1e-6, LPIPS 1.0) keep
+their balance: the reference sums L1 over each frame's pixels and divides L1, LPIPS (broadcast per pixel) and the
+KL sum by the number of frames; dividing all of that by C*H*W gives mean L1 + w_p * mean LPIPS + w_kl * KL sum /
+number of pixel values, which is what is minimised here (AdamW does not care about the constant).
+
+Randomness: the posterior noise and the joint image/video choice of every micro-batch come from
+`engine.step_rng(seed, step, micro, stream)` for the global batch, so a resumed run and an N-rank run draw
+exactly what a continuous single-process run draws.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, ops
+
+import mg_parallel as mp
+from mg_data import (
+    Bucket,
+    BucketBatchSampler,
+    BucketConfig,
+    VideoDataset,
+    is_image_path,
+    load_manifest,
+)
+from mg_tae import LPIPS, TAEConfig, TemporalAutoencoder, kl_loss, l1_loss, outlier_penalty_loss
+from mg_tae.metrics import psnr_per_frame
+from mg_train import paths
+from mg_train.checkpoint import CheckpointManager
+from mg_train.config.loader import ConfigError
+from mg_train.config.schema import DataConfig, TAEModelConfig, TAETrainConfig
+from mg_train.ema import EMA
+from mg_train.engine import (
+    OptimizerStep,
+    add_grads,
+    build_optimizer,
+    rank_slice,
+    resolve_resume,
+    restore_training_checkpoint,
+    save_training_checkpoint,
+    step_rng,
+    write_run_config,
+)
+from mg_train.loader import BatchLoader
+from mg_train.progress import Progress
+from mg_train.runtime import StopRequest, apply_precision, resolve_precision
+
+# Streams of `step_rng`: independent draws for the posterior noise and the image/video choice.
+NOISE_STREAM = 0
+IMAGE_STREAM = 1
+
+
+# -- inputs -----------------------------------------------------------------------------------------------------
+
+
+def tae_config(cfg: TAEModelConfig) -> TAEConfig:
+    """The TAEConfig a run builds: the pretrained folder's config.json, or the preset, plus `overrides`."""
+    try:
+        if cfg.pretrained:
+            base = TAEConfig.load(Path(cfg.pretrained) / "config.json").to_dict()
+        elif cfg.preset == "tiny":
+            base = TAEConfig.tiny().to_dict()
+        else:
+            base = TAEConfig().to_dict()
+        return TAEConfig.from_dict({**base, **cfg.overrides}, source="model.overrides")
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"model: {exc}") from exc
+
+
+def build_tae(cfg: TAEModelConfig, seed: int) -> TemporalAutoencoder:
+    """A TAE with fresh weights (seeded), or the pretrained folder's weights (strict: every key must match)."""
+    model = TemporalAutoencoder(tae_config(cfg), seed=seed)
+    if cfg.pretrained:
+        from safetensors.numpy import load_file
+
+        weights = Path(cfg.pretrained) / "model.safetensors"
+        model.load_state_dict(load_file(str(weights)), strict=True, source=str(weights))
+    return model
+
+
+def _require_file(path: str | None, key: str, what: str, folder_ok: bool = False) -> None:
+    if not path:
+        raise ConfigError(f"{key} is not set: give {what}")
+    if not (Path(path).exists() if folder_ok else Path(path).is_file()):
+        raise ConfigError(f"{key}: {what} not found at {path}")
+
+
+def check_data_config(data: DataConfig, config: TAEConfig) -> None:
+    """Data fields that must hold before any work: existing manifests, TAE-compatible sizes, batch sizes."""
+    _require_file(data.manifest, "data.manifest", "the training manifest (CSV or folder)", folder_ok=True)
+    if data.val_manifest is not None:
+        _require_file(
+            data.val_manifest, "data.val_manifest", "the validation manifest (CSV or folder)", folder_ok=True
+        )
+    s = config.spatial_compression
+    if any(v <= 0 or v % s for v in data.size):
+        raise ConfigError(f"data.size={list(data.size)}: height and width must be positive multiples of {s}")
+    if data.frames < 1:
+        raise ConfigError(f"data.frames={data.frames}: must be at least 1")
+    if data.batch_size < 1 or (data.image_batch_size is not None and data.image_batch_size < 1):
+        raise ConfigError("data.batch_size and data.image_batch_size must be at least 1")
+    if data.image_ratio is not None and not 0.0 <= data.image_ratio < 1.0:
+        raise ConfigError(f"data.image_ratio={data.image_ratio}: must be in [0, 1) (or null)")
+
+
+def check_config(cfg: TAETrainConfig) -> TAEConfig:
+    """Validate every input of a tae-train run (files, sizes, loss weights) and return the TAEConfig."""
+    if cfg.model.pretrained:
+        folder = Path(cfg.model.pretrained)
+        for name in ("config.json", "model.safetensors"):
+            if not (folder / name).is_file():
+                raise ConfigError(
+                    f"model.pretrained: {folder / name} not found (expected a TAE save_pretrained folder, "
+                    "e.g. the output of `mg-tae inflate`)"
+                )
+    config = tae_config(cfg.model)
+    check_data_config(cfg.data, config)
+    loss = cfg.loss
+    if loss.perceptual_weight > 0:
+        _require_file(loss.lpips_weights, "loss.lpips_weights", "LPIPS VGG16 weights (safetensors)")
+    for key in ("kl_weight", "perceptual_weight", "opl_weight"):
+        if getattr(loss, key) < 0:
+            raise ConfigError(f"loss.{key}={getattr(loss, key)}: must be >= 0")
+    if cfg.train.steps < 1 or cfg.optim.grad_accum < 1:
+        raise ConfigError("train.steps and optim.grad_accum must be at least 1")
+    if cfg.train.save_every < 1 or cfg.train.log_every < 1:
+        raise ConfigError("train.save_every and train.log_every must be at least 1")
+    if cfg.train.val_every > 0 and not cfg.data.val_manifest:
+        raise ConfigError(f"train.val_every={cfg.train.val_every} needs data.val_manifest")
+    if cfg.train.max_nonfinite_steps < 1:
+        raise ConfigError("train.max_nonfinite_steps must be at least 1")
+    try:
+        resolve_precision(cfg.train.precision)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    return config
+
+
+def bucket_config(data: DataConfig, with_images: bool) -> BucketConfig:
+    """Video buckets of `data.frames` frames at `data.size` (one per aspect ratio when several are given, each
+    with about the same pixel count), plus image buckets when the manifest holds images."""
+    height, width = data.size
+    image_batch = data.image_batch_size or data.batch_size
+    if len(data.aspect_ratios) <= 1:
+        buckets = [Bucket(height, width, data.frames, data.batch_size)]
+        if with_images:
+            buckets.append(Bucket(height, width, 1, image_batch))
+        return BucketConfig(buckets)
+    return BucketConfig.grid(
+        resolution=round(math.sqrt(height * width)),
+        aspect_ratios=data.aspect_ratios,
+        num_frames=[data.frames],
+        batch_size=data.batch_size,
+        image_batch_size=image_batch if with_images else None,
+    )
+
+
+def build_loader(data: DataConfig, seed: int, ctx: mp.ParallelContext, num_workers: int) -> tuple:
+    """(loader, frames_as_images): training batches of this data-parallel rank.
+
+    Joint image/video training (`data.image_ratio`): when the manifest holds images, the sampler draws that
+    fraction of steps from image buckets; when it holds only videos, that fraction of steps trains on one
+    random frame of each clip instead (the reference recipe's "mixed_video_image"), decided in the loop.
+    """
+    manifest = load_manifest(data.manifest, data.root)
+    with_images = any(is_image_path(row.video) for row in manifest.rows)
+    dataset = VideoDataset(
+        manifest,
+        num_frames=data.frames,
+        stride=data.stride,
+        random_crop=data.random_crop,
+        hflip=data.hflip,
+        buckets=bucket_config(data, with_images),
+        seed=seed,
+    )
+    sampler = BucketBatchSampler(
+        dataset.assignment,
+        seed=seed,
+        rank=ctx.data_rank,
+        world_size=ctx.data_world,
+        image_ratio=data.image_ratio if with_images else None,
+    )
+    loader = BatchLoader(dataset, sampler, keys=["video"], num_workers=num_workers)
+    return loader, bool(data.image_ratio) and not with_images
+
+
+def micro_batch(
+    video: np.ndarray,
+    model: TemporalAutoencoder,
+    seed: int,
+    step: int,
+    micro: int,
+    ctx: mp.ParallelContext,
+    image_ratio: float | None,
+    sample_posterior: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels, posterior noise) of one micro-batch; draws cover the global batch, this rank keeps its rows."""
+    rows, world = video.shape[0], ctx.data_world
+    if image_ratio:
+        rng = step_rng(seed, step, micro, IMAGE_STREAM)
+        as_image = rng.random() < image_ratio
+        frames = rank_slice(rng.integers(0, video.shape[2], rows * world), ctx.data_rank, world)
+        if as_image:
+            video = video[np.arange(rows), :, frames][:, :, None]
+    shape = (rows * world, *model.latent_shape(*video.shape[2:]))
+    if sample_posterior:
+        noise = step_rng(seed, step, micro, NOISE_STREAM).standard_normal(shape, dtype=np.float32)
+        noise = rank_slice(noise, ctx.data_rank, world)
+    else:
+        noise = np.zeros((rows, *shape[1:]), np.float32)
+    return np.ascontiguousarray(video, dtype=np.float32), np.ascontiguousarray(noise)
+
+
+# -- objective --------------------------------------------------------------------------------------------------
+
+
+def make_objective(
+    model: TemporalAutoencoder, loss_cfg, lpips: LPIPS | None
+) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
+    """loss(x, noise) -> (total, mean L1, KL per pixel value); the total is what gets differentiated."""
+    kl_weight, opl_weight, opl_r = loss_cfg.kl_weight, loss_cfg.opl_weight, loss_cfg.opl_r
+    perceptual_weight = loss_cfg.perceptual_weight if lpips is not None else 0.0
+
+    def objective(x, noise):
+        recon, mean, logvar = model(x, noise)
+        l1 = l1_loss(recon, x)
+        pixels_per_sample = x.shape[1] * x.shape[2] * x.shape[3] * x.shape[4]
+        kl = kl_loss(mean, logvar) / pixels_per_sample  # KL sum / number of pixel values
+        total = l1 + kl_weight * kl
+        if opl_weight > 0:
+            total = total + opl_weight * outlier_penalty_loss(mean + ops.exp(0.5 * logvar) * noise, opl_r)
+        if perceptual_weight > 0:
+            total = total + perceptual_weight * lpips(recon, x).mean()
+        return total, l1, kl
+
+    return objective
+
+
+# -- validation -------------------------------------------------------------------------------------------------
+
+
+def validation_clips(data: DataConfig, seed: int) -> VideoDataset:
+    """Held-out clips, deterministic: centre clips, centre crops, no flips."""
+    return VideoDataset(
+        data.val_manifest,
+        data.root,
+        num_frames=data.frames,
+        stride=data.stride,
+        size=data.size,
+        start="center",
+        seed=seed,
+    )
+
+
+def _batches_of_one_shape(arrays: Iterator[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
+    pending: list[np.ndarray] = []
+    for array in arrays:
+        if pending and (len(pending) == batch_size or array.shape != pending[0].shape):
+            yield np.stack(pending)
+            pending = []
+        pending.append(array)
+    if pending:
+        yield np.stack(pending)
+
+
+def validate(
+    model: TemporalAutoencoder, clips: VideoDataset, count: int, batch_size: int, ctx: mp.ParallelContext
+) -> dict[str, float]:
+    """Mean L1 (per pixel value) and mean PSNR (per frame, mg_tae conventions) of the posterior-mean
+    reconstructions of the first `count` held-out clips, split over data-parallel ranks and reduced."""
+    mine = range(ctx.data_rank, min(count, len(clips)), ctx.data_world)
+    totals = np.zeros(4, np.float64)  # sum |x - x'|, values, sum of frame PSNRs, frames
+    videos = (clips[i]["video"] for i in mine)
+    for batch in _batches_of_one_shape(videos, batch_size):
+        recon = model(Tensor(batch))[0].asnumpy()
+        totals += [np.abs(recon - batch).sum(), batch.size, psnr_per_frame(recon, batch).sum(), 0]
+        totals[3] += batch.shape[0] * batch.shape[2]
+    if ctx.world_group.size > 1:
+        totals = mp.all_reduce(Tensor(totals.astype(np.float32)), ctx.world_group).asnumpy()
+        totals = totals.astype(np.float64) / ctx.size("cp") / ctx.size("sp") / ctx.size("tp")
+    return {"val_loss": float(totals[0] / totals[1]), "val_psnr": float(totals[2] / totals[3])}
+
+
+# -- the loop ---------------------------------------------------------------------------------------------------
+
+
+def run(cfg: TAETrainConfig) -> Path:
+    """Train the TAE as configured; returns `<output_dir>/tae` (the final weights, EMA weights if EMA is on)."""
+    check_config(cfg)
+    ctx = mp.init_parallel()
+    precision = resolve_precision(cfg.train.precision)
+    out = Path(cfg.train.output_dir)
+    seed, data, run_cfg = cfg.train.seed, cfg.data, cfg.train
+    manager = CheckpointManager(out / paths.CHECKPOINTS, keep_last=run_cfg.keep_last)
+    resume_from = resolve_resume(run_cfg.resume, manager)
+    lpips = LPIPS.from_safetensors(cfg.loss.lpips_weights) if cfg.loss.perceptual_weight > 0 else None
+
+    loader, frames_as_images = build_loader(data, seed, ctx, run_cfg.num_workers)
+    val_clips = validation_clips(data, seed) if data.val_manifest else None
+    val_count = run_cfg.val_batches * data.batch_size
+
+    ms.set_seed(seed)
+    model = build_tae(cfg.model, seed)
+    model.set_gradient_checkpointing(run_cfg.gradient_checkpointing)
+    model.set_train(True)
+    apply_precision(model, precision)
+    zero, optimizer = build_optimizer(model, cfg.optim, ctx)
+    ema = EMA(model.trainable_params(), cfg.optim.ema_decay) if cfg.optim.ema_decay else None
+    stepper = OptimizerStep(zero, optimizer, cfg.optim, run_cfg.steps, ctx, ema)
+
+    start = 0
+    if resume_from is not None:
+        state = restore_training_checkpoint(resume_from, model, stepper, ctx)
+        loader.load_state_dict(state["sampler"])
+        start = int(state["step"])
+    write_run_config(out, cfg, ctx)
+
+    grad_fn = ms.value_and_grad(make_objective(model, cfg.loss, lpips), None, zero.params, has_aux=True)
+    if run_cfg.jit:
+        grad_fn = ms.jit(grad_fn)
+
+    def save(step: int) -> Path | None:
+        return save_training_checkpoint(
+            manager, step, model, stepper, ctx, {"sampler": loader.state_dict(), "seed": seed}
+        )
+
+    leader = ctx.rank_id == 0
+    progress = Progress(
+        run_cfg.steps,
+        "tae-train",
+        out / paths.METRICS if leader else None,
+        start=start,
+        every=run_cfg.log_every,
+    )
+    if leader:
+        where = f"resumed from {resume_from}" if resume_from else "from scratch"
+        source = cfg.model.pretrained or f"preset {cfg.model.preset}"
+        progress.log(
+            f"tae-train: {source}, {sum(p.size for p in model.trainable_params()) / 1e6:.2f}M parameters, "
+            f"{where} at step {start}/{run_cfg.steps}, {ctx.data_world} data-parallel rank(s), "
+            f"{len(loader.sampler)} batches per epoch"
+        )
+        if frames_as_images:
+            progress.log(
+                f"data.image_ratio={data.image_ratio}: the manifest has no images, so that fraction of steps "
+                "trains on one random frame of each clip"
+            )
+    image_ratio = data.image_ratio if frames_as_images else None
+    batches = iter(loader)
+    step = start
+    try:
+        with StopRequest() as stop:
+            while step < run_cfg.steps and not stop:
+                grad_sum, loss_sum, l1_sum, kl_sum = None, 0.0, 0.0, 0.0
+                for micro in range(cfg.optim.grad_accum):
+                    video = next(batches)["video"]
+                    x, noise = micro_batch(
+                        video, model, seed, step, micro, ctx, image_ratio, cfg.loss.sample_posterior
+                    )
+                    (loss, l1, kl), grads = grad_fn(Tensor(x), Tensor(noise))
+                    grad_sum = add_grads(grad_sum, grads)
+                    loss_sum, l1_sum, kl_sum = loss_sum + loss, l1_sum + l1, kl_sum + kl
+                result = stepper(grad_sum, loss_sum, cfg.optim.grad_accum, step)
+                step += 1
+                scale = 1.0 / cfg.optim.grad_accum
+                progress.update(
+                    step,
+                    loss=result.loss,
+                    l1=stepper.global_mean(l1_sum) * scale,
+                    kl=stepper.global_mean(kl_sum) * scale,
+                    lr=result.lr,
+                    grad_norm=result.grad_norm,
+                    skipped=int(not result.applied),
+                    frames=int(x.shape[2]),
+                )
+                stepper.check_nonfinite(run_cfg.max_nonfinite_steps)
+                if val_clips is not None and run_cfg.val_every > 0 and step % run_cfg.val_every == 0:
+                    metrics = validate(model, val_clips, val_count, data.batch_size, ctx)
+                    progress.update(step, **metrics)
+                    if (
+                        stepper.plateau is not None
+                        and stepper.plateau.observe(metrics["val_loss"])
+                        and leader
+                    ):
+                        progress.log(f"validation plateau: LR scale now {stepper.plateau.scale:g}")
+                if step % run_cfg.save_every == 0 and step < run_cfg.steps and not stop:
+                    save(step)
+            saved = save(step)
+            if stop:
+                if leader:
+                    progress.log(
+                        f"tae-train: stopped by {stop.signal_name} at step {step}; checkpoint {saved}. "
+                        "Run the same command again to resume."
+                    )
+                raise KeyboardInterrupt(f"tae-train stopped by {stop.signal_name} at step {step}")
+    finally:
+        progress.close()
+
+    final = out / paths.TAE_DIR
+    if ema is not None:
+        ema.copy_to(model.trainable_params())
+    if leader:
+        model.save_pretrained(final)
+        progress.log(f"tae-train: final {'EMA ' if ema is not None else ''}weights written to {final}")
+    if ctx.world_group.size > 1:  # the other ranks return once the folder is complete
+        mp.all_reduce(Tensor(np.zeros(1, np.float32)), ctx.world_group).asnumpy()
+    return final
