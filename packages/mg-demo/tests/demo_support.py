@@ -40,7 +40,7 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mg_demo", *args, "--port", str(self.port)],
             cwd=cwd,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -51,7 +51,7 @@ class DemoHandlers:
         self.generator = generator
 
     def check(self, prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed) -> None:
-        """Refuse an impossible request at once (runs outside the queue), with the reason in the UI."""
+        """Refuse an impossible request at once, with the reason in the UI."""
         try:
             self.generator.request(
                 prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed
@@ -156,7 +156,7 @@ def build_app(generator: Generator) -> gr.Blocks:
                 cfg = gr.Slider(0, MAX_CFG, value=default.cfg_scale, step=0.5, label="CFG scale (1: off)")
                 with gr.Row(equal_height=True):
                     seed = gr.Number(value=default.seed, precision=0, label="Seed", scale=3)
-                    dice = gr.Button("🎲 Random seed", scale=1, elem_id="random-seed")
+                    dice = gr.Button("Random seed", scale=1, elem_id="random-seed")
                 run = gr.Button("Generate", variant="primary", elem_id="generate")
                 if info.example_prompts:
                     gr.Examples(
@@ -179,8 +179,10 @@ def build_app(generator: Generator) -> gr.Blocks:
         gr.Markdown("Click a result to put its settings back into the form.")
         gallery = gr.Gallery(
             label="Results",
-            columns=4,
-            height="auto",
+            columns=6,
+            height=260,
+            object_fit="contain",
+            preview=False,
             elem_id="gallery",
         )
         history = gr.State([])
@@ -188,13 +190,15 @@ def build_app(generator: Generator) -> gr.Blocks:
         form = [prompt, negative, mode, frames, height, width, steps, cfg, seed]
         mode.change(handlers.show_mode, mode, [frames, video, image], queue=False, api_visibility="private")
         dice.click(random_seed, None, seed, queue=False, api_name="random_seed")
-        run.click(handlers.check, form, None, queue=False, api_visibility="private").success(
+        # The check has no concurrency limit of its own, so a refused request never waits behind a generation.
+        run.click(handlers.check, form, None, concurrency_limit=None, api_visibility="private").success(
             handlers.generate,
             [*form, history],
             [video, image, download, status, gallery, history],
             api_name="generate",
             concurrency_limit=1,
             concurrency_id="generate",
+            show_progress_on=[video, image],
         )
         gallery.select(handlers.reuse, history, form, queue=False, api_visibility="private")
     return app

@@ -95,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if located.pipeline is None:
         places = ", ".join(str(path) for path in located.searched)
         print(
-            f"mg-demo: no checkpoint found (looked in {places}); serving a page that says how to create one"
+            f"mg-demo: no checkpoint found (looked in {places}); serving a page that says how to create one",
+            flush=True,
         )
         serve(missing_checkpoint_app(located.searched), args.host, args.port, args.share)
         return 0
