@@ -4,6 +4,7 @@ their own correct result through the queue; impossible requests get a message.""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def test_ten_concurrent_users_all_get_their_own_result(server, reference, tmp_pa
     outputs = [job.result(timeout=600) for job in jobs]
 
     def expected(request):
-        prompt, mode, frames, height, width, seed = request
+        prompt, _, frames, height, width, seed = request
         return reference.generate([prompt], num_frames=frames, size=(height, width), steps=STEPS, seed=seed)[
             0
         ]
@@ -54,6 +55,8 @@ def test_ten_concurrent_users_all_get_their_own_result(server, reference, tmp_pa
         video, image, download, status, gallery = output
         assert f"seed {seed}" in status and repr(prompt) in status
         assert len(gallery) == 1  # each user's gallery holds only their own session's results
+        media = image if mode == IMAGE else media_path(video)
+        assert Path(download).read_bytes() == Path(media).read_bytes()  # the download is the same file
         indices.add(int(status.split("#")[1].split(" ")[0]))
         if mode == IMAGE:
             assert video is None
