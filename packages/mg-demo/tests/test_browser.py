@@ -103,6 +103,15 @@ def test_prompt_generate_video_and_screenshot(page, tmp_path):
     assert any(re.search(rf"Sampling: step \d+/{BROWSER_STEPS}", text) for text in seen), seen
     assert any("Decoding" in text for text in seen), seen
 
+    # Clicking the result in the gallery puts its settings back into the form.
+    seed.fill("0")
+    steps.fill("7")
+    steps.press("Enter")
+    page.locator("#gallery video, #gallery img").first.click()
+    expect(seed).to_have_value(str(chosen_seed))
+    expect(steps).to_have_value(str(BROWSER_STEPS))
+    page.keyboard.press("Escape")  # close the gallery's preview
+
     page.wait_for_timeout(500)  # let the first frame paint
     shot = tmp_path / "screenshot.png"
     page.screenshot(path=str(shot), full_page=True)

@@ -167,10 +167,20 @@ def build_app(generator: Generator) -> gr.Blocks:
                     )
             with gr.Column(scale=1):
                 video = gr.Video(
-                    label="Video", autoplay=True, loop=True, interactive=False, elem_id="video-output"
+                    label="Video",
+                    autoplay=True,
+                    loop=True,
+                    interactive=False,
+                    height=400,
+                    elem_id="video-output",
                 )
                 image = gr.Image(
-                    label="Image", type="filepath", interactive=False, visible=False, elem_id="image-output"
+                    label="Image",
+                    type="filepath",
+                    interactive=False,
+                    visible=False,
+                    height=400,
+                    elem_id="image-output",
                 )
                 download = gr.File(label="Download", interactive=False)
                 status = gr.Markdown(
@@ -180,6 +190,7 @@ def build_app(generator: Generator) -> gr.Blocks:
         gallery = gr.Gallery(
             label="Results",
             columns=6,
+            fit_columns=False,
             height=260,
             object_fit="contain",
             preview=False,
