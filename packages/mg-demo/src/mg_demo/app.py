@@ -1,0 +1,215 @@
+"""The Gradio Blocks app: a form for one generation, the result with a download, and this session's gallery.
+
+`build_app(generator)` makes the app for a pipeline; `mg_demo.serving.serve` runs it. Generation goes through Gradio's queue one request at a time (MindSpore work is not re-entrant), so
+concurrent users wait their turn; requests the model cannot serve are refused before they queue.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+
+import gradio as gr
+
+from mg_demo.generation import IMAGE, MAX_CFG, MODES, VIDEO, Generator, RequestError, random_seed
+from mg_demo.serving import TITLE
+
+log = logging.getLogger("mg_demo")
+
+MAX_EXAMPLES = 12
+HISTORY_KEYS = (
+    "prompt",
+    "negative_prompt",
+    "mode",
+    "frames",
+    "height",
+    "width",
+    "steps",
+    "cfg_scale",
+    "seed",
+)
+
+
+def _describe(generator: Generator) -> str:
+    info, lim = generator.info, generator.limits()
+    height, width = info.size
+    where = f"`{generator.checkpoint}`" if generator.checkpoint else "a pipeline in memory"
+    return (
+        f"# {TITLE}\n"
+        f"Text to video and text to image with {where}: trained on {info.frames} frames at "
+        f"{height}x{width}, {info.fps:g} fps. Sizes are multiples of {lim['multiple']} up to "
+        f"{lim['max_height']}x{lim['max_width']}, up to {lim['max_frames']} frames, at most "
+        f"{lim['max_tokens']} tokens per video (memory)."
+    )
+
+
+class DemoHandlers:
+    """The app's event functions, kept apart from the layout so tests can call them directly."""
+
+    def __init__(self, generator: Generator):
+        self.generator = generator
+
+    def check(self, prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed) -> None:
+        """Refuse an impossible request at once, with the reason in the UI."""
+        try:
+            self.generator.request(
+                prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed
+            )
+        except RequestError as err:
+            raise gr.Error(str(err), title="Cannot generate this", print_exception=False) from None
+
+    def generate(
+        self,
+        prompt: str,
+        negative_prompt: str,
+        mode: str,
+        frames: int,
+        height: int,
+        width: int,
+        steps: int,
+        cfg_scale: float,
+        seed: int,
+        history: list[dict[str, Any]] | None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio finds the tracker by this default)
+    ) -> tuple[Any, ...]:
+        """Generate one video or image; returns (video, image, download, status, gallery, history). The
+        output components' visibility follows the mode selector (`show_mode`)."""
+        try:
+            request = self.generator.request(
+                prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed
+            )
+            result = self.generator.generate(
+                request, progress=lambda fraction, desc: progress(fraction, desc=desc)
+            )
+        except RequestError as err:
+            raise gr.Error(str(err), title="Cannot generate this", print_exception=False) from None
+        except Exception as err:
+            log.exception("generation failed")
+            raise gr.Error(
+                f"generation failed ({type(err).__name__}: {html.escape(str(err))}); the server log has the details",
+                title="Generation failed",
+                print_exception=False,
+            ) from None
+        entry = {"path": str(result.path), "caption": result.caption(), "settings": result.settings()}
+        history = [entry, *(history or [])]
+        is_image = request.mode == IMAGE
+        path = str(result.path)
+        return (
+            None if is_image else path,
+            path if is_image else None,
+            path,
+            f"**Done:** {html.escape(result.caption(), quote=False)}",
+            [(item["path"], item["caption"]) for item in history],
+            history,
+        )
+
+    @staticmethod
+    def show_mode(mode: str) -> tuple[Any, ...]:
+        """Image mode hides the frame count and shows the image output instead of the video."""
+        is_image = mode == IMAGE
+        return gr.update(visible=not is_image), gr.update(visible=not is_image), gr.update(visible=is_image)
+
+    @staticmethod
+    def reuse(history: list[dict[str, Any]] | None, evt: gr.SelectData) -> tuple[Any, ...]:
+        """Clicking a gallery item puts its settings back into the form."""
+        settings = (history or [])[evt.index]["settings"]
+        frames = settings["frames"] if settings["mode"] == VIDEO else gr.update()
+        values = {**settings, "frames": frames}
+        return tuple(values[key] for key in HISTORY_KEYS)
+
+
+def build_app(generator: Generator) -> gr.Blocks:
+    """The demo for one pipeline. Run it with `mg_demo.serving.serve(app, ...)` (queue, one generation at a
+    time)."""
+    info, lim, default = generator.info, generator.limits(), generator.defaults()
+    handlers = DemoHandlers(generator)
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+        gr.Markdown(_describe(generator))
+        with gr.Row():
+            with gr.Column(scale=1):
+                prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Describe the video or image")
+                negative = gr.Textbox(
+                    label="Negative prompt", placeholder="What to steer away from (optional)"
+                )
+                mode = gr.Radio(list(MODES), value=VIDEO, label="Output")
+                frames = gr.Number(
+                    value=default.frames,
+                    precision=0,
+                    label="Frames",
+                    info=f"2 to {lim['max_frames']}; the model was trained on {info.frames}",
+                )
+                with gr.Row():
+                    height = gr.Number(
+                        value=default.height,
+                        precision=0,
+                        label="Height",
+                        info=f"multiple of {lim['multiple']}, up to {lim['max_height']}",
+                    )
+                    width = gr.Number(
+                        value=default.width,
+                        precision=0,
+                        label="Width",
+                        info=f"multiple of {lim['multiple']}, up to {lim['max_width']}",
+                    )
+                steps = gr.Slider(2, lim["max_steps"], value=default.steps, step=1, label="Sampling steps")
+                cfg = gr.Slider(0, MAX_CFG, value=default.cfg_scale, step=0.5, label="CFG scale (1: off)")
+                with gr.Row(equal_height=True):
+                    seed = gr.Number(value=default.seed, precision=0, label="Seed", scale=3)
+                    dice = gr.Button("Random seed", scale=1, elem_id="random-seed")
+                run = gr.Button("Generate", variant="primary", elem_id="generate")
+                if info.example_prompts:
+                    gr.Examples(
+                        [[text] for text in info.example_prompts[:MAX_EXAMPLES]],
+                        inputs=[prompt],
+                        label="Example prompts (training captions)",
+                        cache_examples=False,
+                    )
+            with gr.Column(scale=1):
+                video = gr.Video(
+                    label="Video",
+                    autoplay=True,
+                    loop=True,
+                    interactive=False,
+                    height=400,
+                    elem_id="video-output",
+                )
+                image = gr.Image(
+                    label="Image",
+                    type="filepath",
+                    interactive=False,
+                    visible=False,
+                    height=400,
+                    elem_id="image-output",
+                )
+                download = gr.File(label="Download", interactive=False)
+                status = gr.Markdown(
+                    "Ready: type a prompt and press Generate.", label="Status", elem_id="status"
+                )
+        gr.Markdown("Click a result to put its settings back into the form.")
+        gallery = gr.Gallery(
+            label="Results",
+            columns=6,
+            fit_columns=False,
+            height=260,
+            object_fit="contain",
+            preview=False,
+            elem_id="gallery",
+        )
+        history = gr.State([])
+
+        form = [prompt, negative, mode, frames, height, width, steps, cfg, seed]
+        mode.change(handlers.show_mode, mode, [frames, video, image], queue=False, api_visibility="private")
+        dice.click(random_seed, None, seed, queue=False, api_name="random_seed")
+        # The check has no concurrency limit of its own, so a refused request never waits behind a generation.
+        run.click(handlers.check, form, None, concurrency_limit=None, api_visibility="private").success(
+            handlers.generate,
+            [*form, history],
+            [video, image, download, status, gallery, history],
+            api_name="generate",
+            concurrency_limit=1,
+            concurrency_id="generate",
+            show_progress_on=[video, image],
+        )
+        gallery.select(handlers.reuse, history, form, queue=False, api_visibility="private")
+    return app

@@ -1,0 +1,220 @@
+"""The demo's work without any UI: validate a request, generate with the pipeline, write the media file.
+
+The Gradio app (app.py) is a thin layer over `Generator`, so everything here is testable without a browser.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mg_train.pipeline import MovieGenPipeline, RequestError, save_media, slugify
+
+VIDEO, IMAGE = "Video", "Image"
+MODES = (VIDEO, IMAGE)
+# Defaults of the quickstart's own samples (QuickstartConfig.sample_steps / cfg_scale): good on a CPU.
+DEFAULT_STEPS = 30
+DEFAULT_CFG = 5.0
+MAX_STEPS = 200
+MAX_CFG = 30.0
+MAX_SEED = 2**31 - 1
+
+# progress(fraction in [0, 1], description)
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation as the user asked for it (already validated when it comes from `Generator.request`)."""
+
+    prompt: str
+    negative_prompt: str = ""
+    mode: str = VIDEO
+    frames: int = 16
+    height: int = 64
+    width: int = 64
+    steps: int = DEFAULT_STEPS
+    cfg_scale: float = DEFAULT_CFG
+    seed: int = 0
+
+    @property
+    def num_frames(self) -> int:
+        return 1 if self.mode == IMAGE else self.frames
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished generation: its number in this server's run, the file written, the request and the time."""
+
+    index: int
+    path: Path
+    request: Request
+    seconds: float
+
+    def settings(self) -> dict[str, Any]:
+        settings = asdict(self.request)
+        settings["frames"] = self.request.num_frames
+        return {"index": self.index, "file": self.path.name, **settings, "seconds": round(self.seconds, 2)}
+
+    def caption(self) -> str:
+        """One line with every setting, for the gallery and the status box."""
+        r = self.request
+        what = "image" if r.mode == IMAGE else f"{r.frames} frames"
+        parts = [
+            f"#{self.index} {r.prompt!r}",
+            f"{what} {r.height}x{r.width}",
+            f"{r.steps} steps",
+            f"CFG {r.cfg_scale:g}",
+            f"seed {r.seed}",
+        ]
+        if r.negative_prompt:
+            parts.append(f"negative {r.negative_prompt!r}")
+        parts.append(f"{self.seconds:.1f} s")
+        return " · ".join(parts)
+
+
+def random_seed() -> int:
+    return random.SystemRandom().randint(0, MAX_SEED)
+
+
+def _integer(name: str, value: Any) -> int:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise RequestError(f"{name} is empty: enter a whole number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RequestError(f"{name} must be a whole number, got {value!r}") from None
+    if not math.isfinite(number) or number != int(number):
+        raise RequestError(f"{name} must be a whole number, got {value!r}")
+    return int(number)
+
+
+class Generator:
+    """Serves generation requests with one pipeline, one at a time, writing results under `output_dir`."""
+
+    def __init__(
+        self,
+        pipeline: MovieGenPipeline,
+        output_dir: str | Path,
+        max_steps: int = MAX_STEPS,
+        checkpoint: str | Path | None = None,
+    ):
+        self.pipeline = pipeline
+        self.output_dir = Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.max_steps = max_steps
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self._lock = threading.Lock()  # MindSpore work is not re-entrant: one request at a time
+        self._count = 0
+
+    @property
+    def info(self):
+        return self.pipeline.info
+
+    def defaults(self) -> Request:
+        """The trained frame count and size, the quickstart's sampling settings, the first example prompt."""
+        height, width = self.info.size
+        prompt = self.info.example_prompts[0] if self.info.example_prompts else ""
+        return Request(prompt=prompt, frames=self.info.frames, height=height, width=width)
+
+    def limits(self) -> dict[str, Any]:
+        return {
+            **self.pipeline.limits(),
+            "max_steps": self.max_steps,
+            "max_cfg": MAX_CFG,
+            "max_seed": MAX_SEED,
+        }
+
+    def request(
+        self,
+        prompt: Any,
+        negative_prompt: Any = "",
+        mode: Any = VIDEO,
+        frames: Any = None,
+        height: Any = None,
+        width: Any = None,
+        steps: Any = DEFAULT_STEPS,
+        cfg_scale: Any = DEFAULT_CFG,
+        seed: Any = 0,
+    ) -> Request:
+        """Validate raw UI/API values into a Request; anything the model cannot do raises RequestError with a
+        message meant for the user (which setting, what was given, what is allowed)."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise RequestError("type a prompt first")
+        prompt = prompt.strip()
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            raise RequestError(f"the negative prompt must be text, got {negative_prompt!r}")
+        negative_prompt = (negative_prompt or "").strip()
+        if mode not in MODES:
+            raise RequestError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        default_height, default_width = self.info.size
+        frames = self.info.frames if frames is None and mode == VIDEO else frames
+        frames = 1 if mode == IMAGE else _integer("frames", frames)
+        if mode == VIDEO and frames < 2:
+            raise RequestError(
+                f"a video needs at least 2 frames, got {frames} (use Image mode for one frame)"
+            )
+        height = _integer("height", default_height if height is None else height)
+        width = _integer("width", default_width if width is None else width)
+        self.pipeline.check_request(frames, (height, width))  # size, frame and token (memory) limits
+        steps = _integer("steps", steps)
+        if not 2 <= steps <= self.max_steps:
+            raise RequestError(f"steps must be between 2 and {self.max_steps}, got {steps}")
+        try:
+            cfg_scale = float(cfg_scale)
+        except (TypeError, ValueError):
+            raise RequestError(f"CFG scale must be a number, got {cfg_scale!r}") from None
+        if not 0.0 <= cfg_scale <= MAX_CFG:  # also refuses NaN
+            raise RequestError(f"CFG scale must be between 0 and {MAX_CFG:g}, got {cfg_scale!r}")
+        seed = _integer("seed", seed)
+        if not 0 <= seed <= MAX_SEED:
+            raise RequestError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+        return Request(prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed)
+
+    def frames_for(self, request: Request, progress: ProgressFn | None = None) -> np.ndarray:
+        """(T, H, W, 3) uint8 for a validated request: exactly `pipeline.generate` for its prompt and seed."""
+        report = progress or (lambda fraction, desc: None)
+
+        def on_stage(stage: str, done: int, total: int) -> None:
+            if stage == "text":
+                report(0.05 * done / max(total, 1), "Encoding the prompt")
+            elif stage == "denoise":
+                report(0.05 + 0.85 * done / max(total, 1), f"Sampling: step {done}/{total}")
+            elif stage == "decode":
+                report(0.9 + 0.08 * done / max(total, 1), "Decoding with the autoencoder")
+
+        with self._lock:
+            videos = self.pipeline.generate(
+                [request.prompt],
+                negative_prompt=request.negative_prompt or None,
+                num_frames=request.num_frames,
+                size=(request.height, request.width),
+                steps=request.steps,
+                cfg_scale=request.cfg_scale,
+                seed=request.seed,
+                progress=on_stage,
+            )
+        return videos[0]
+
+    def generate(self, request: Request, progress: ProgressFn | None = None) -> Result:
+        """Generate and write `<index>-<prompt>-seed<seed>.mp4` (or .png for an image) under output_dir."""
+        start = time.perf_counter()
+        video = self.frames_for(request, progress)
+        with self._lock:
+            self._count += 1
+            index = self._count
+        if progress:
+            progress(0.98, "Writing the image" if request.mode == IMAGE else "Writing the video")
+        stem = f"{index:04d}-{slugify(request.prompt, limit=40)}-seed{request.seed}"
+        (path,) = save_media(video[None], self.output_dir, [stem], fps=self.info.fps)
+        if progress:
+            progress(1.0, "Done")
+        return Result(index, path, request, time.perf_counter() - start)

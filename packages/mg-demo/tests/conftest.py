@@ -1,0 +1,51 @@
+"""Shared fixtures: a tiny random pipeline on disk, a reference pipeline loaded from it, and the real
+`python -m mg_demo` server serving it (started once per test session)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from demo_support import FRAMES, SIZE, Server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mindspore():
+    from mg_train.runtime import setup_mindspore
+
+    setup_mindspore()
+
+
+@pytest.fixture(scope="session")
+def pipeline_dir(tmp_path_factory) -> Path:
+    from mg_train.testing import tiny_random_pipeline
+
+    path = tmp_path_factory.mktemp("run") / "pipeline"
+    tiny_random_pipeline(seed=0, frames=FRAMES, size=SIZE).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference(pipeline_dir):
+    """A pipeline loaded on its own from the same folder: what the demo's answers must equal."""
+    from mg_train.pipeline import MovieGenPipeline
+
+    return MovieGenPipeline.from_pretrained(pipeline_dir, jit=False)
+
+
+@pytest.fixture(scope="session")
+def server(pipeline_dir, tmp_path_factory):
+    """The demo serving the tiny pipeline, started exactly as a user would (eager mode for exact equality
+    with the reference pipeline)."""
+    cwd = tmp_path_factory.mktemp("server")
+    srv = Server(
+        ["--checkpoint", str(pipeline_dir.parent), "--no-jit", "--output-dir", str(cwd / "out")], cwd
+    )
+    yield srv
+    srv.stop()
