@@ -257,6 +257,8 @@ def test_sigterm_saves_a_checkpoint_that_resumes(synth, tmp_path):
         (("model.pretrained=/no/such/tae",), "model.pretrained: /no/such/tae/config.json not found"),
         (("model.overrides={latent_channel: 8}",), "unknown TAEConfig fields"),
         (("data.image_ratio=1.0",), "data.image_ratio=1.0"),
+        (("data.crop=[3, 4]",), "data.crop=[3, 4]: height and width must be positive multiples of 2"),
+        (("data.crop=[8, 32]",), "at most data.size=[16, 16]"),
     ],
 )
 def test_bad_inputs_fail_before_any_work(synth, tmp_path, overrides, message):
@@ -312,3 +314,44 @@ def test_two_data_parallel_ranks_match_one_process_with_the_double_batch(synth, 
     single_loss = [m["loss"] for m in _metrics(tmp_path / "single") if "loss" in m]
     dp_loss = [m["loss"] for m in _metrics(tmp_path / "dp") if "loss" in m]
     np.testing.assert_allclose(dp_loss, single_loss, rtol=1e-5)
+
+
+def _window_position(clip: np.ndarray, crop: np.ndarray) -> tuple[int, int]:
+    """(top, left) of the one window of clip (C, T, H, W) equal to crop on every frame, found by search."""
+    height, width = crop.shape[-2:]
+    found = [
+        (top, left)
+        for top in range(clip.shape[2] - height + 1)
+        for left in range(clip.shape[3] - width + 1)
+        if np.array_equal(clip[:, :, top : top + height, left : left + width], crop)
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_random_crops_are_windows_of_each_clip_and_shard_like_the_global_batch():
+    from types import SimpleNamespace
+
+    video = np.random.default_rng(0).standard_normal((4, 3, 2, 12, 10)).astype(np.float32)
+
+    def crops(rank, world):
+        ctx = SimpleNamespace(data_rank=rank, data_world=world)
+        rows = video.shape[0] // world
+        return tae_train.random_crops(
+            video[rank * rows : (rank + 1) * rows], (8, 6), np.random.default_rng(5), ctx
+        )
+
+    whole = crops(0, 1)
+    assert whole.shape == (4, 3, 2, 8, 6)
+    positions = [_window_position(clip, crop) for clip, crop in zip(video, whole, strict=True)]
+    assert len(set(positions)) > 1  # drawn per clip
+    # two ranks holding two rows each cut the windows the one-process run cuts for those rows
+    np.testing.assert_array_equal(np.concatenate([crops(0, 2), crops(1, 2)]), whole)
+
+
+def test_training_on_crops_runs_and_keeps_full_size_evaluation(synth, tmp_path):
+    out = tmp_path / "crop"
+    final = tae_train.run(_config(synth, out, "data.crop=[8, 8]", "train.steps=2"))
+    model = TemporalAutoencoder.from_pretrained(final)
+    x = np.zeros((1, 3, 4, 16, 16), np.float32)
+    assert model.decode(model.encode(Tensor(x)).mode(), num_frames=4).shape == x.shape

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import os
 import sys
 import typing
 from collections.abc import Sequence
@@ -182,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mg-train {args.command}: config error: {exc}", file=sys.stderr)
         return 2
+    # MindSpore's own warnings (graph-compiler notes, whole tensors printed) would drown the progress output:
+    # GLOG_v=3 keeps its errors only. Set GLOG_v (0-3) in the environment to see more.
+    os.environ.setdefault("GLOG_v", "3")
     from mg_train.runtime import setup_mindspore
 
     setup_mindspore()

@@ -59,6 +59,7 @@ from mg_train.runtime import StopRequest, apply_precision, resolve_precision
 # Streams of `step_rng`: independent draws for the posterior noise and the image/video choice.
 NOISE_STREAM = 0
 IMAGE_STREAM = 1
+CROP_STREAM = 2
 
 
 # -- inputs -----------------------------------------------------------------------------------------------------
@@ -112,6 +113,13 @@ def check_data_config(data: DataConfig, config: TAEConfig) -> None:
         raise ConfigError("data.batch_size and data.image_batch_size must be at least 1")
     if data.image_ratio is not None and not 0.0 <= data.image_ratio < 1.0:
         raise ConfigError(f"data.image_ratio={data.image_ratio}: must be in [0, 1) (or null)")
+    if data.crop is not None and any(
+        c <= 0 or c % s or c > v for c, v in zip(data.crop, data.size, strict=True)
+    ):
+        raise ConfigError(
+            f"data.crop={list(data.crop)}: height and width must be positive multiples of {s}, "
+            f"at most data.size={list(data.size)}"
+        )
 
 
 def check_config(cfg: TAETrainConfig) -> TAEConfig:
@@ -204,6 +212,7 @@ def micro_batch(
     ctx: mp.ParallelContext,
     image_ratio: float | None,
     sample_posterior: bool,
+    crop: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(pixels, posterior noise) of one micro-batch; draws cover the global batch, this rank keeps its rows."""
     rows, world = video.shape[0], ctx.data_world
@@ -213,6 +222,8 @@ def micro_batch(
         frames = rank_slice(rng.integers(0, video.shape[2], rows * world), ctx.data_rank, world)
         if as_image:
             video = video[np.arange(rows), :, frames][:, :, None]
+    if crop is not None:
+        video = random_crops(video, crop, step_rng(seed, step, micro, CROP_STREAM), ctx)
     shape = (rows * world, *model.latent_shape(*video.shape[2:]))
     if sample_posterior:
         noise = step_rng(seed, step, micro, NOISE_STREAM).standard_normal(shape, dtype=np.float32)
@@ -220,6 +231,23 @@ def micro_batch(
     else:
         noise = np.zeros((rows, *shape[1:]), np.float32)
     return np.ascontiguousarray(video, dtype=np.float32), np.ascontiguousarray(noise)
+
+
+def random_crops(
+    video: np.ndarray, crop: tuple[int, int], rng: np.random.Generator, ctx: mp.ParallelContext
+) -> np.ndarray:
+    """One random (height, width) window per clip of `video` (B, C, T, H, W), the same for all its frames; the
+    corners are drawn for the global batch and this rank keeps its rows."""
+    rows, world = video.shape[0], ctx.data_world
+    height, width = crop
+    tops = rank_slice(rng.integers(0, video.shape[3] - height + 1, rows * world), ctx.data_rank, world)
+    lefts = rank_slice(rng.integers(0, video.shape[4] - width + 1, rows * world), ctx.data_rank, world)
+    return np.stack(
+        [
+            clip[:, :, top : top + height, left : left + width]
+            for clip, top, left in zip(video, tops, lefts, strict=True)
+        ]
+    )
 
 
 # -- objective --------------------------------------------------------------------------------------------------
@@ -366,7 +394,15 @@ def run(cfg: TAETrainConfig) -> Path:
                 for micro in range(cfg.optim.grad_accum):
                     video = next(batches)["video"]
                     x, noise = micro_batch(
-                        video, model, seed, step, micro, ctx, image_ratio, cfg.loss.sample_posterior
+                        video,
+                        model,
+                        seed,
+                        step,
+                        micro,
+                        ctx,
+                        image_ratio,
+                        cfg.loss.sample_posterior,
+                        data.crop,
                     )
                     (loss, l1, kl), grads = grad_fn(Tensor(x), Tensor(noise))
                     grad_sum = add_grads(grad_sum, grads)

@@ -64,6 +64,8 @@ def training_buckets(data: DataConfig) -> BucketConfig:
     equal token counts), plus image buckets for joint image/video training (`image_ratio` > 0, or
     `image_batch_size` set while `image_ratio` is unset); with `frames: 1` image buckets only. `data.size` must
     be the bucket of its own aspect ratio."""
+    if data.crop is not None:
+        raise TrainConfigError(f"data.crop={list(data.crop)}: crops are for tae-train only; remove data.crop")
     height, width = (int(v) for v in data.size)
     if height < 16 or width < 16 or height % 16 or width % 16:
         raise TrainConfigError(

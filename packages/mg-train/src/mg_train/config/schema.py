@@ -90,6 +90,11 @@ class DataConfig:
     aspect_ratios: list[str] = opt(["1:1"], "aspect-ratio buckets, e.g. ['1:1', '16:9', '9:16']")
     random_crop: bool = opt(False, "random instead of centre crops")
     hflip: bool = opt(False, "random horizontal flips (off for data whose captions name left/right)")
+    crop: tuple[int, int] | None = opt(
+        None,
+        "tae-train only: train on random (height, width) crops of the `size` clips, the same window for all "
+        "frames of a clip (the TAE is convolutional: a fraction of the compute per step; evaluate at full size)",
+    )
 
 
 # -- TAE ------------------------------------------------------------------------------------------------------------
