@@ -193,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = getattr(importlib.import_module(module_name), function_name)
     try:
         run(config)
+    except ConfigError as exc:  # inputs checked when the run starts (files, sizes), before any work
+        print(f"mg-train {args.command}: config error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"mg-train {args.command}: interrupted", file=sys.stderr)
         return 130

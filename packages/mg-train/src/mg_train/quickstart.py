@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import numpy as np
 
 from mg_data import analyze_clip, load_manifest, make_synthetic_dataset
 from mg_train import caching, tae_eval, tae_train, transformer_train
+from mg_train.config.loader import ConfigError
 from mg_train.config.schema import (
     CacheLatentsConfig,
     CacheTextConfig,
@@ -69,7 +71,23 @@ class _Timer:
         return round(time.perf_counter() - self.t0, 1)
 
 
+def check_config(cfg: QuickstartConfig) -> None:
+    """Fail before any work on values the later stages would reject."""
+    if cfg.size < 16 or cfg.size % 16:
+        raise ConfigError(f"size={cfg.size}: must be a positive multiple of 16 (TAE 8x, transformer patch 2)")
+    if cfg.tae_crop is not None and (cfg.tae_crop < 8 or cfg.tae_crop % 8 or cfg.tae_crop > cfg.size):
+        raise ConfigError(f"tae_crop={cfg.tae_crop}: must be a multiple of 8 between 8 and size={cfg.size}")
+    if cfg.num_clips < 10:
+        raise ConfigError(f"num_clips={cfg.num_clips}: need at least 10 (one in ten is held out)")
+    for key in ("frames", "tae_steps", "tae_batch_size", "transformer_steps", "transformer_batch_size"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key}={getattr(cfg, key)}: must be at least 1")
+    if cfg.sample_prompts < 1 or cfg.sample_steps < 1:
+        raise ConfigError("sample_prompts and sample_steps must be at least 1")
+
+
 def run(cfg: QuickstartConfig) -> dict[str, Any]:
+    check_config(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     timer = _Timer()
@@ -92,10 +110,12 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
             batch_size=batch_size,
         )
 
+    tae_data = clip_data(cfg.tae_batch_size)
+    tae_data.crop = (cfg.tae_crop, cfg.tae_crop) if cfg.tae_crop else None
     tae_cfg = TAETrainConfig(
         model=TAEModelConfig(preset="tiny"),
         loss=TAELossConfig(kl_weight=1e-6),
-        data=clip_data(cfg.tae_batch_size),
+        data=tae_data,
         optim=OptimConfig(lr=2e-3, warmup_steps=20, schedule="cosine", min_lr=2e-4, grad_clip=1.0),
         train=RunConfig(
             output_dir=str(out / "tae_run"),
@@ -159,8 +179,13 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
         ),
     )
     run_dir = timer.run("5/6 train the transformer", lambda: transformer_train.run(tf_cfg))
+    # The pipeline also at <output_dir>/pipeline: where `mg-demo` and `mg-train sample --checkpoint
+    # <output_dir>` look for it.
+    pipeline = out / PIPELINE_DIR
+    shutil.rmtree(pipeline, ignore_errors=True)
+    shutil.copytree(Path(run_dir) / PIPELINE_DIR, pipeline)
 
-    samples = timer.run("6/6 sample held-out captions", lambda: _sample_and_check(cfg, data, run_dir, out))
+    samples = timer.run("6/6 sample held-out captions", lambda: _sample_and_check(cfg, data, pipeline, out))
     rusage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     report = {
@@ -169,7 +194,7 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
         "peak_rss_gib": round(max(rusage, children), 2),
         "tae": {"psnr": tae_metrics["psnr"], "ssim": tae_metrics["ssim"], "dir": str(tae_dir)},
         "samples": samples,
-        "pipeline": str(Path(run_dir) / PIPELINE_DIR),
+        "pipeline": str(pipeline),
     }
     plot_losses(
         {
@@ -183,7 +208,7 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
     return report
 
 
-def _sample_and_check(cfg: QuickstartConfig, data, run_dir: Path, out: Path) -> dict[str, Any]:
+def _sample_and_check(cfg: QuickstartConfig, data, pipeline: Path, out: Path) -> dict[str, Any]:
     """Sample one video per held-out caption (distinct captions first) and read colour and motion back."""
     rows = load_manifest(data.val_manifest).rows
     captions, wanted = [], {}
@@ -192,7 +217,7 @@ def _sample_and_check(cfg: QuickstartConfig, data, run_dir: Path, out: Path) -> 
             captions.append(row.caption)
             wanted[row.caption] = (row.extra.get("color"), row.extra.get("direction"))
     captions = captions[: cfg.sample_prompts]
-    pipe = MovieGenPipeline.from_pretrained(run_dir)
+    pipe = MovieGenPipeline.from_pretrained(pipeline)
     videos = pipe.generate(captions, steps=cfg.sample_steps, cfg_scale=cfg.cfg_scale, seed=cfg.seed)
     stems = [f"{i:02d}-{slugify(c)}" for i, c in enumerate(captions)]
     paths = save_media(videos, out / "samples", stems, cfg.fps)

@@ -35,6 +35,7 @@ from mg_parallel.groups import init_distributed
 from mg_tae import TemporalAutoencoder
 from mg_train import engine, paths
 from mg_train.checkpoint import CheckpointManager
+from mg_train.config.loader import ConfigError
 from mg_train.config.schema import DataConfig, TransformerTrainConfig
 from mg_train.ema import EMA
 from mg_train.loader import BatchLoader
@@ -52,7 +53,7 @@ VAL_STREAM = 7919  # seeds the fixed validation noise apart from the training dr
 EXAMPLE_PROMPTS = 8  # training captions recorded in pipeline.json
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(ConfigError):
     """The config or its inputs cannot work; raised before any training work, naming the field."""
 
 

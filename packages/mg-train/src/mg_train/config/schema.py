@@ -294,6 +294,9 @@ class QuickstartConfig:
     seed: int = opt(0, "seed of the data and both trainings")
     tae_steps: int = opt(300, "TAE training steps")
     tae_batch_size: int = opt(4, "TAE batch size")
+    tae_crop: int | None = opt(
+        32, "TAE trained on random square crops of this side (null: whole clips); evaluated on whole clips"
+    )
     transformer_steps: int = opt(3000, "transformer training steps")
     transformer_batch_size: int = opt(16, "transformer batch size")
     transformer: dict[str, Any] = opt(
