@@ -23,12 +23,13 @@ from mg_tae.config import TAEConfig
 from mg_tae.conv import (
     conv3x3_native,
     conv3x3_rows,
+    conv3x3_rows_fast,
     conv3x3_stride2_rows,
     default_backend,
     pointwise_rows,
     smaller,
     temporal_conv3_native,
-    temporal_conv3_rows,
+    temporal_conv3_rows_fast,
     temporal_conv3_stride2_rows,
 )
 from mg_tae.speed import warn_if_slow_convolution
@@ -84,6 +85,8 @@ class SpatialConv(nn.Cell):
             y = pointwise_rows(frames, self.weight, self.bias)
         elif self.backend == "native":
             y = conv3x3_native(frames, self.weight, self.bias, self.stride)
+        elif self.stride == 1 and self.bias is not None:
+            y = conv3x3_rows_fast(frames, self.weight, self.bias)  # hand-written backward
         elif self.stride == 1:
             y = conv3x3_rows(frames, self.weight, self.bias)
         else:
@@ -110,7 +113,7 @@ class TemporalConv(nn.Cell):
         if self.backend == "native":
             return temporal_conv3_native(x, self.weight, self.bias, self.stride)
         if self.stride == 1:
-            return temporal_conv3_rows(x, self.weight, self.bias)
+            return temporal_conv3_rows_fast(x, self.weight, self.bias)  # hand-written backward
         return temporal_conv3_stride2_rows(x, self.weight, self.bias)
 
 
