@@ -24,14 +24,19 @@ here only loops over them.
 
 from __future__ import annotations
 
+import functools
+
 import mindspore as ms
+import numpy as np
 from mindspore import mint, nn, ops
 from mindspore.ops import constexpr
 
 # Upper bound on the elements of one im2col block; larger convs are computed in row chunks (256 MiB in fp32).
 MAX_WINDOW_ELEMENTS = 64 * 2**20
 
-_MATMUL = ops.MatMul()  # the primitive's gradient uses transposing matmuls, mint.matmul's an explicit transpose
+_MATMUL = (
+    ops.MatMul()
+)  # the primitive's gradient uses transposing matmuls, mint.matmul's an explicit transpose
 _MATMUL_TA = ops.MatMul(transpose_a=True)
 _MATMUL_TB = ops.MatMul(transpose_b=True)
 
@@ -68,9 +73,39 @@ def join_rows(parts):
     return (_first, _cat_rows)[_many(len(parts))](parts)
 
 
+# Below this many channels an im2col block is built by one row gather (about twice as fast for 16 channels and
+# one graph node instead of K + 1); from it on, by K contiguous row slices and one concat (faster for wide rows).
+GATHER_MAX_CHANNELS = 128
+
+
+@functools.lru_cache(maxsize=256)
+def _window_index_array(start: int, n: int, offsets: tuple) -> np.ndarray:
+    rows = np.arange(start, start + n, dtype=np.int32)[:, None]
+    return (rows + np.asarray(offsets, np.int32)[None, :]).reshape(-1)
+
+
+@constexpr
+def _window_index(start: int, n: int, offsets: tuple):
+    """Row indices [start + r + offsets[k] for r in range(n) for k]: a compile-time constant under jit."""
+    return ms.Tensor(_window_index_array(start, n, offsets))
+
+
+@constexpr
+def _gather_index(channels: int) -> int:
+    return 1 if channels < GATHER_MAX_CHANNELS else 0
+
+
+def _windows_by_slices(src, offsets, start: int, n: int):
+    return mint.cat([src[start + o : start + o + n] for o in offsets], -1)
+
+
+def _windows_by_gather(src, offsets, start: int, n: int):
+    return ops.gather(src, _window_index(start, n, offsets), 0).reshape(n, len(offsets) * src.shape[1])
+
+
 def _windows(src, offsets, start: int, n: int):
     """concat_k(src[start + offsets[k] : start + offsets[k] + n]) on channels: the im2col block of n rows."""
-    return mint.cat([src[start + o : start + o + n] for o in offsets], -1)
+    return (_windows_by_slices, _windows_by_gather)[_gather_index(src.shape[1])](src, offsets, start, n)
 
 
 def shifted_matmul(src, weight, offsets, rows: int):
@@ -193,34 +228,51 @@ def conv3x3_rows(x, weight, bias):
     return _crop_frames(y, n, h, w)
 
 
+def _stride2_source(x):
+    """Source rows and offsets of the stride-2 3x3 conv of x (N, H, W, C), H and W even.
+
+    Rows are split by parity and columns paired into 2C channels (column 2j, column 2j + 1), both in the padded
+    frame layout of `_pad_frames`: kernel columns 0 and 1 read pair j, kernel column 2 the first half of pair
+    j + 1. Windows: even row i (pairs j, j + 1), even row i + 1 (pairs j, j + 1), odd row i (pairs j, j + 1).
+    Returns (src, offsets, rows, odd_start).
+    """
+    n, h, w, c = x.shape
+    hh, wh = h // 2, w // 2
+    pairs = x.reshape(n * hh, 2 * w * c)  # one even and one odd image row per line
+    even = _pad_frames(pairs[:, : w * c].reshape(n, hh, wh, 2 * c))
+    odd = _pad_frames(pairs[:, w * c :].reshape(n, hh, wh, 2 * c))
+    pitch = wh + 1
+    frame_rows = n * (hh + 1) * pitch
+    gap = mint.zeros((pitch + 1, 2 * c), dtype=x.dtype)  # reads past the last frame see zeros
+    src = mint.cat([even, gap, odd, gap], 0)
+    odd_start = frame_rows + pitch + 1
+    offsets = (0, 1, pitch, pitch + 1, odd_start, odd_start + 1)
+    return src, offsets, frame_rows, odd_start
+
+
+def _stride2_window_blocks(per_tap):
+    """(9, C_out, C_in) taps (a, b) -> the six (C_out, 2 C_in) window blocks in `_stride2_source` order: kernel
+    row a = 0, 2, 1, each as [tap (a, 0) | tap (a, 1)] for pair j and [tap (a, 2) | 0] for pair j + 1."""
+    zero = mint.zeros(per_tap.shape[1:], dtype=per_tap.dtype)
+    blocks = []
+    for a in (0, 2, 1):
+        blocks.append(mint.cat([per_tap[3 * a], per_tap[3 * a + 1]], 1))
+        blocks.append(mint.cat([per_tap[3 * a + 2], zero], 1))
+    return blocks
+
+
 def conv3x3_stride2_rows(x, weight, bias):
     """3x3 conv, stride 2, zero padding right/bottom 1 (diffusers' Downsample2D), on x (N, H, W, C), H and W even.
 
-    Rows split by parity; columns paired into 2C channels (column 2j, column 2j + 1), so kernel columns 0 and 1
-    read pair j and kernel column 2 reads the first half of pair j + 1 (zero weights for its second half).
+    Differentiable by autograd; `Conv3x3Stride2Rows` is the same conv with a faster hand-written backward.
     """
-    n, h, w, c = x.shape
-    c_out = weight.shape[0]
-    hh, wh = h // 2, w // 2
-    c2 = 2 * c
-    pairs = x.reshape(n * hh, 2 * w * c)  # one even and one odd image row per line
-    even = _pad_frames(pairs[:, : w * c].reshape(n, hh, wh, c2))
-    odd = _pad_frames(pairs[:, w * c :].reshape(n, hh, wh, c2))
-    pitch = wh + 1
-    frame_rows = n * (hh + 1) * pitch
-    gap = mint.zeros((pitch + 1, c2), dtype=x.dtype)  # reads past the last even row see zeros
-    src = mint.cat([even, gap, odd, gap], 0)
-    o = frame_rows + pitch + 1
-    # Kernel rows a = 0 (even row i), 2 (even row i + 1), 1 (odd row i), each reading pairs j and j + 1.
-    offsets = (0, 1, pitch, pitch + 1, o, o + 1)
-    wt = ops.transpose(weight, (2, 3, 1, 0)).reshape(9 * c, c_out)  # rows (a, b, c_in)
-    zero = mint.zeros((c, c_out), dtype=weight.dtype)
-    blocks = []
-    for a in (0, 2, 1):
-        blocks += [wt[(3 * a) * c : (3 * a + 2) * c], wt[(3 * a + 2) * c : (3 * a + 3) * c], zero]
-    y = shifted_matmul(src, mint.cat(blocks, 0), offsets, frame_rows)
+    n, h, w, _ = x.shape
+    src, offsets, rows, _ = _stride2_source(x)
+    blocks = _stride2_window_blocks(_per_tap(weight, 9))  # (C_out, 2 C) each
+    weight_mat = ops.transpose(mint.cat(blocks, 1), (1, 0))  # (12 C, C_out), rows (window, channel)
+    y = shifted_matmul(src, weight_mat, offsets, rows)
     y = ops.bias_add(y, bias) if bias is not None else y
-    return _crop_frames(y, n, hh, wh)
+    return _crop_frames(y, n, h // 2, w // 2)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -271,33 +323,44 @@ def temporal_conv3_rows(x, weight, bias):
     """
     b, t, h, w, _ = x.shape
     hw = h * w
-    y = _time_rows(_replicate_pad_time(x), temporal_weight_matrix(weight), _temporal_offsets(hw), b, t + 2, t, hw)
+    y = _time_rows(
+        _replicate_pad_time(x), temporal_weight_matrix(weight), _temporal_offsets(hw), b, t + 2, t, hw
+    )
     y = ops.bias_add(y, bias) if bias is not None else y
     return y.reshape(b, t, h, w, weight.shape[0])
 
 
-def temporal_conv3_stride2_rows(x, weight, bias):
-    """Temporal conv, kernel 3, stride 2, replicate padding 1: T -> ceil(T / 2); x (B, T, H, W, C)."""
+def _time_stride2_source(x):
+    """Source rows of the stride-2 temporal conv of x (B, T, H, W, C): the replicate-padded clip (one more copy of
+    the last frame when T + 2 is odd) split into even and odd frames. Returns (src, offsets, half, t_out): windows
+    xp[2t], xp[2t + 2], xp[2t + 1] (the largest offset last); `half` frames per clip in each parity."""
     b, t, h, w, c = x.shape
-    c_out = weight.shape[0]
     hw = h * w
     flat = x.reshape(b, t, hw * c)
-    pieces = [flat[:, :1], flat, flat[:, t - 1 :]]
-    length = t + 2
-    if length % 2:
-        pieces.append(flat[:, t - 1 :])
-        length += 1
-    half = length // 2
-    t_out = half - 1  # == ceil(t / 2)
+    pieces = [flat[:, :1], flat] + [flat[:, t - 1 :]] * _stride2_tail_frames(t)
+    half = (t + 3) // 2
     pairs = mint.cat(pieces, 1).reshape(b * half, 2 * hw * c)  # frames (2m, 2m + 1) on one line
-    even = pairs[:, : hw * c].reshape(-1, c)
-    odd = pairs[:, hw * c :].reshape(-1, c)
-    n_even = b * half * hw
-    src = mint.cat([even, odd], 0)
-    offsets = (0, hw, n_even)  # taps xp[2t], xp[2t + 2], xp[2t + 1]: the largest offset last
-    taps = temporal_weight_matrix(weight)
-    taps = mint.cat([taps[:c], taps[2 * c :], taps[c : 2 * c]], 0)
-    y = _time_rows(src, taps, offsets, b, half, t_out, hw)
+    src = mint.cat([pairs[:, : hw * c].reshape(-1, c), pairs[:, hw * c :].reshape(-1, c)], 0)
+    return src, (0, hw, b * half * hw), half, half - 1
+
+
+@constexpr
+def _stride2_tail_frames(t: int) -> int:
+    """Copies of the last frame after a clip of t frames: 1 (replicate padding) + 1 more when t + 2 is odd."""
+    return 2 if t % 2 else 1
+
+
+def temporal_conv3_stride2_rows(x, weight, bias):
+    """Temporal conv, kernel 3, stride 2, replicate padding 1: T -> ceil(T / 2); x (B, T, H, W, C).
+
+    Differentiable by autograd; `TemporalConv3Stride2Rows` is the same conv with a faster hand-written backward.
+    """
+    b, _, h, w, _ = x.shape
+    c_out = weight.shape[0]
+    src, offsets, half, t_out = _time_stride2_source(x)
+    per_tap = _per_tap(weight, 3)
+    weight_mat = ops.transpose(mint.cat([per_tap[0], per_tap[2], per_tap[1]], 1), (1, 0))  # window order
+    y = _time_rows(src, weight_mat, offsets, b, half, t_out, h * w)
     y = ops.bias_add(y, bias) if bias is not None else y
     return y.reshape(b, t_out, h, w, c_out)
 
@@ -375,10 +438,77 @@ class TemporalConv3Rows(nn.Cell):
         return dx, _weight_from_tap_columns(grad, weight.shape), _bias_grad(dout, c_out)
 
 
+class Conv3x3Stride2Rows(nn.Cell):
+    """`conv3x3_stride2_rows(x, weight, bias)` (bias required) as a cell with a hand-written backward."""
+
+    def construct(self, x, weight, bias):
+        return conv3x3_stride2_rows(x, weight, bias)
+
+    def bprop(self, x, weight, bias, out, dout):
+        n, h, w, c = x.shape
+        c_out = weight.shape[0]
+        hh, wh = h // 2, w // 2
+        pitch = wh + 1
+        src, offsets, rows, _ = _stride2_source(x)
+        dout_rows = _pad_frames(dout)  # (rows, C_out), zero at the padding positions
+        blocks = _stride2_window_blocks(_per_tap(weight, 9))
+        # d(source): the adjoint of the row windows, i.e. windows of dY at the mirrored offsets times the
+        # transposed blocks; the even rows get four windows, the odd rows two.
+        dout_ext = mint.cat([mint.zeros((pitch + 1, c_out), dtype=dout.dtype), dout_rows], 0)
+        d_even = shifted_matmul(dout_ext, mint.cat(blocks[:4], 0), (pitch + 1, pitch, 1, 0), rows)
+        d_odd = shifted_matmul(dout_ext, mint.cat(blocks[4:], 0), (pitch + 1, pitch), rows)
+        d_even = _crop_frames(d_even, n, hh, wh).reshape(n * hh, w * c)
+        d_odd = _crop_frames(d_odd, n, hh, wh).reshape(n * hh, w * c)
+        dx = mint.cat([d_even, d_odd], 1).reshape(n, h, w, c)
+        # dW: columns (window, pair channel); windows 1, 3, 5 read only the first half of their pair.
+        g = shifted_matmul_weight_grad(src, dout_rows, offsets, rows)  # (C_out, 12 C)
+        taps = []
+        for window in (0, 4, 2):  # kernel rows a = 0, 1, 2: windows 0, 4, 2 (pair j) and 1, 5, 3 (pair j + 1)
+            taps.append(g[:, 2 * c * window : 2 * c * (window + 1)])
+            taps.append(g[:, 2 * c * (window + 1) : 2 * c * (window + 1) + c])
+        dw = _weight_from_tap_columns(mint.cat(taps, 1), weight.shape)
+        return dx, dw, _bias_grad(dout, c_out)
+
+
+class TemporalConv3Stride2Rows(nn.Cell):
+    """`temporal_conv3_stride2_rows(x, weight, bias)` (bias required) as a cell with a hand-written backward."""
+
+    def construct(self, x, weight, bias):
+        return temporal_conv3_stride2_rows(x, weight, bias)
+
+    def bprop(self, x, weight, bias, out, dout):
+        b, t, h, w, c = x.shape
+        c_out = weight.shape[0]
+        hw = h * w
+        src, offsets, half, t_out = _time_stride2_source(x)
+        # dY in the clip-stacked row layout: t_out frames per clip, then one dropped frame (zero gradient).
+        dflat = dout.reshape(b, t_out, hw * c_out)
+        dout_rows = mint.cat([dflat, mint.zeros((b, half - t_out, hw * c_out), dtype=dout.dtype)], 1)
+        dout_rows = dout_rows.reshape(-1, c_out)
+        per_tap = _per_tap(weight, 3)
+        # Even frame 2m is read by output m (tap 0) and output m - 1 (tap 2); odd frame 2m + 1 by output m (tap 1).
+        dout_ext = mint.cat([mint.zeros((hw, c_out), dtype=dout.dtype), dout_rows], 0)
+        d_even = shifted_matmul(dout_ext, mint.cat([per_tap[0], per_tap[2]], 0), (hw, 0), b * half * hw)
+        d_odd = _MATMUL(dout_rows, per_tap[1])
+        d_padded = mint.cat([d_even.reshape(b * half, hw * c), d_odd.reshape(b * half, hw * c)], 1)
+        d_padded = d_padded.reshape(b, 2 * half, hw * c)
+        # Adjoint of the replicate padding: frame 0 also collects padded frame 0, frame t - 1 the tail copies.
+        first = d_padded[:, :1]
+        last = d_padded[:, t + 1 : 2 * half].sum(1, keepdims=True)
+        edges = (_sum_edges, _spread_edges)[_many(t)](first, last, t)
+        dx = (d_padded[:, 1 : t + 1] + edges).reshape(b, t, h, w, c)
+        rows = ((b - 1) * half + t_out) * hw
+        g = shifted_matmul_weight_grad(src, dout_rows, offsets, rows)  # (C_out, 3 C), windows taps 0, 2, 1
+        dw = _weight_from_tap_columns(mint.cat([g[:, :c], g[:, 2 * c :], g[:, c : 2 * c]], 1), weight.shape)
+        return dx, dw, _bias_grad(dout, c_out)
+
+
 # One stateless instance of each serves every layer: MindSpore compiles a custom bprop per cell instance (and
 # input shapes), so sharing them halves the jit compile time of a model; gradients per layer are tested equal.
 _CONV3X3_ROWS = Conv3x3Rows()
+_CONV3X3_STRIDE2_ROWS = Conv3x3Stride2Rows()
 _TEMPORAL_CONV3_ROWS = TemporalConv3Rows()
+_TEMPORAL_CONV3_STRIDE2_ROWS = TemporalConv3Stride2Rows()
 
 
 def conv3x3_rows_fast(x, weight, bias):
@@ -389,6 +519,16 @@ def conv3x3_rows_fast(x, weight, bias):
 def temporal_conv3_rows_fast(x, weight, bias):
     """`temporal_conv3_rows` with the hand-written backward (bias required)."""
     return _TEMPORAL_CONV3_ROWS(x, weight, bias)
+
+
+def conv3x3_stride2_rows_fast(x, weight, bias):
+    """`conv3x3_stride2_rows` with the hand-written backward (bias required)."""
+    return _CONV3X3_STRIDE2_ROWS(x, weight, bias)
+
+
+def temporal_conv3_stride2_rows_fast(x, weight, bias):
+    """`temporal_conv3_stride2_rows` with the hand-written backward (bias required)."""
+    return _TEMPORAL_CONV3_STRIDE2_ROWS(x, weight, bias)
 
 
 # ---------------------------------------------------------------------------------------------------------
