@@ -9,7 +9,8 @@ parameter) of `TAEConfig.tiny()` on a 4x3x16x32x32 (B, C, T, H, W) clip for:
 
 Both models share their weights; the script checks that their losses and gradients agree before timing.
 `--baseline-src DIR` adds a third column: the default backend of another mg-tae source tree (e.g. an older
-commit exported with `git archive <commit> packages/mg-tae/src | tar -x -C DIR`), timed in a subprocess.
+commit exported with `git archive <commit> packages/mg-tae/src | tar -x -C DIR`), run in a child process that
+is compiled first and then called once per round, interleaved with the two variants above.
 
 Usage: python packages/mg-tae/benchmarks/bench_train_step.py [--reps 5] [--shape 4x3x16x32x32]
 """
@@ -68,27 +69,61 @@ def _first_call(fn) -> float:
     return time.perf_counter() - start
 
 
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def time_interleaved(fns: dict, reps: int) -> dict:
-    """Best and median wall time of each function, calling them in turn for `reps` rounds."""
+    """Best and median wall time of each function (each returns its own elapsed seconds), calling them in turn
+    for `reps` rounds."""
     times = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(fn())
     return {name: {"best": min(t), "median": sorted(t)[len(t) // 2]} for name, t in times.items()}
 
 
-def run_baseline_child(shape: tuple[int, ...], reps: int) -> dict:
+def serve_baseline_child(shape: tuple[int, ...]) -> None:
+    """Child process: build and compile the default backend of the mg-tae on PYTHONPATH, then time one call per
+    request line ("fwd" or "step") from stdin, answering "@@ <seconds>" on stdout."""
     import mindspore as ms
+
+    import mg_tae
 
     ms.set_context(pynative_synchronize=True)
     _, fwd, fwd_bwd = build_steps("auto", shape)
     compile_s = _first_call(fwd) + _first_call(fwd_bwd)
-    result = time_interleaved({"fwd": fwd, "fwd_bwd": fwd_bwd}, reps)
-    import mg_tae
+    print("@@ " + json.dumps({"compile": compile_s, "source": os.path.dirname(mg_tae.__file__)}), flush=True)
+    for line in sys.stdin:
+        fn = fwd if line.strip() == "fwd" else fwd_bwd
+        print(f"@@ {_timed(fn)}", flush=True)
 
-    return {"compile": compile_s, "source": os.path.dirname(mg_tae.__file__), **result}
+
+class BaselineProcess:
+    """Another mg-tae source tree, timed in a child process call by call (so it interleaves with ours)."""
+
+    def __init__(self, src: str, shape: str) -> None:
+        env = {**os.environ, "PYTHONPATH": os.path.abspath(src)}
+        cmd = [sys.executable, __file__, "--child", "--shape", shape]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.info = json.loads(self._answer())
+
+    def _answer(self) -> str:
+        for line in self.proc.stdout:
+            if line.startswith("@@ "):
+                return line[3:]
+        raise RuntimeError(f"baseline child exited with code {self.proc.wait()}")
+
+    def timed(self, what: str) -> float:
+        self.proc.stdin.write(what + "\n")
+        self.proc.stdin.flush()
+        return float(self._answer())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def main() -> None:
@@ -107,7 +142,7 @@ def main() -> None:
     shape = tuple(int(v) for v in args.shape.split("x"))
     os.environ.setdefault("GLOG_v", "3")
     if args.child:
-        print(json.dumps(run_baseline_child(shape, args.reps)))
+        serve_baseline_child(shape)
         return
 
     import mindspore as ms
@@ -143,39 +178,39 @@ def main() -> None:
         + "  (fast/plain = hand-written/autograd)"
     )
 
-    timed = time_interleaved(
-        {"fast_fwd": fast_fwd, "plain_fwd": plain_fwd, "fast": fast_step, "plain": plain_step}, args.reps
-    )
-    baseline = None
-    if args.baseline_src:
-        env = {**os.environ, "PYTHONPATH": os.path.abspath(args.baseline_src)}
-        cmd = [sys.executable, __file__, "--child", "--reps", str(args.reps), "--shape", args.shape]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode:
-            raise RuntimeError(f"baseline run failed:\n{proc.stderr[-3000:]}")
-        baseline = json.loads(proc.stdout.strip().splitlines()[-1])
+    fns = {
+        "fast_fwd": lambda: _timed(fast_fwd),
+        "plain_fwd": lambda: _timed(plain_fwd),
+        "fast": lambda: _timed(fast_step),
+        "plain": lambda: _timed(plain_step),
+    }
+    baseline = BaselineProcess(args.baseline_src, args.shape) if args.baseline_src else None
+    if baseline:  # compiled before timing starts; then one call of it per round, like ours
+        fns.update(base_fwd=lambda: baseline.timed("fwd"), base=lambda: baseline.timed("step"))
+    try:
+        timed = time_interleaved(fns, args.reps)
+    finally:
+        if baseline:
+            baseline.close()
 
     header = f"{'seconds (best / median)':26s} {'hand-written':>16s} {'autograd':>16s} {'autograd/hand':>14s}"
     if baseline:
         header += f" {'baseline src':>16s} {'baseline/hand':>14s}"
     print(header)
-    for label, fast_key, plain_key, base_key in (
-        ("forward", "fast_fwd", "plain_fwd", "fwd"),
-        ("forward + backward", "fast", "plain", "fwd_bwd"),
-    ):
-        f, p = timed[fast_key], timed[plain_key]
+    for label, key in (("forward", "fwd"), ("forward + backward", "")):
+        f, p = timed["fast" + (key and "_" + key)], timed["plain" + (key and "_" + key)]
         line = (
             f"{label:26s} {f['best']:7.3f} / {f['median']:6.3f} {p['best']:7.3f} / {p['median']:6.3f} "
             f"{p['median'] / f['median']:13.2f}x"
         )
         if baseline:
-            b = baseline[base_key]
+            b = timed["base" + (key and "_" + key)]
             line += f" {b['best']:7.3f} / {b['median']:6.3f} {b['median'] / f['median']:13.2f}x"
         print(line)
     if baseline:
         print(
-            f"baseline: {baseline['source']} (default backend), compile (fwd + step) {baseline['compile']:.1f} s, "
-            "timed in a separate process afterwards"
+            f"baseline: {baseline.info['source']} (its default backend; compile of fwd + step "
+            f"{baseline.info['compile']:.1f} s), timed in a child process interleaved with ours"
         )
 
 
