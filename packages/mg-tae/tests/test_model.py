@@ -152,6 +152,19 @@ def test_gradients_match_native_convolutions():
     _assert_grads_close(_loss_and_grads(ours, x, noise), _loss_and_grads(native, x, noise))
 
 
+def test_hand_written_conv_backward_matches_autograd_backend():
+    """conv_backend="matmul" (hand-written conv backward passes) and "matmul_autograd" (the same forward through
+    autograd) give the same loss and gradients for every parameter of the whole TAE. (Under jit: the next test
+    checks jit == PyNative for "matmul", test_conv_backward.py each hand-written backward under jit.)"""
+    fast = TemporalAutoencoder(TAEConfig.tiny(**MICRO), seed=0)
+    _perturb_temporal(fast)
+    plain = TemporalAutoencoder(TAEConfig.tiny(**MICRO, conv_backend="matmul_autograd"), seed=0)
+    plain.load_state_dict(fast.state_dict())
+    x = _video((1, 3, 5, 8, 8))
+    noise = _video((1, 4, 3, 4, 4), seed=2)  # ceil(5 / 2) latent frames
+    _assert_grads_close(_loss_and_grads(fast, x, noise), _loss_and_grads(plain, x, noise))
+
+
 def test_jit_matches_pynative_forward_and_gradients():
     model = TemporalAutoencoder(TAEConfig.tiny(**MICRO), seed=0)
     _perturb_temporal(model)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BACKENDS = ("auto", "matmul", "native")
+BACKENDS = ("auto", "matmul", "matmul_autograd", "native")
 
 
 @dataclass
@@ -39,8 +39,9 @@ class TAEConfig:
     norm_per_frame: bool = True
     scaling_factor: float = 1.5305
     shift_factor: float = 0.0609
-    # "matmul": convs as one matmul each (fast on CPU); "native": MindSpore convolutions (use on Ascend);
-    # "auto": native on Ascend, matmul elsewhere.
+    # "matmul": convs as one matmul each (fast on CPU) with hand-written backward passes; "matmul_autograd": the
+    # same forward differentiated by autograd (slower training step; the baseline and reference of "matmul");
+    # "native": MindSpore convolutions (use on Ascend); "auto": native on Ascend, matmul elsewhere.
     conv_backend: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -23,13 +23,17 @@ from mg_tae.config import TAEConfig
 from mg_tae.conv import (
     conv3x3_native,
     conv3x3_rows,
+    conv3x3_rows_fast,
     conv3x3_stride2_rows,
+    conv3x3_stride2_rows_fast,
     default_backend,
     pointwise_rows,
     smaller,
     temporal_conv3_native,
     temporal_conv3_rows,
+    temporal_conv3_rows_fast,
     temporal_conv3_stride2_rows,
+    temporal_conv3_stride2_rows_fast,
 )
 from mg_tae.speed import warn_if_slow_convolution
 
@@ -84,10 +88,14 @@ class SpatialConv(nn.Cell):
             y = pointwise_rows(frames, self.weight, self.bias)
         elif self.backend == "native":
             y = conv3x3_native(frames, self.weight, self.bias, self.stride)
-        elif self.stride == 1:
-            y = conv3x3_rows(frames, self.weight, self.bias)
-        else:
+        elif self.stride == 1 and (self.bias is None or self.backend == "matmul_autograd"):
+            y = conv3x3_rows(frames, self.weight, self.bias)  # autograd (the fast-backward cells need a bias)
+        elif self.bias is None or self.backend == "matmul_autograd":
             y = conv3x3_stride2_rows(frames, self.weight, self.bias)
+        elif self.stride == 1:
+            y = conv3x3_rows_fast(frames, self.weight, self.bias)  # hand-written backward
+        else:
+            y = conv3x3_stride2_rows_fast(frames, self.weight, self.bias)
         return y.reshape(b, t, y.shape[1], y.shape[2], y.shape[3])
 
 
@@ -109,9 +117,13 @@ class TemporalConv(nn.Cell):
     def construct(self, x):
         if self.backend == "native":
             return temporal_conv3_native(x, self.weight, self.bias, self.stride)
+        if self.backend == "matmul_autograd":
+            return (temporal_conv3_rows if self.stride == 1 else temporal_conv3_stride2_rows)(
+                x, self.weight, self.bias
+            )
         if self.stride == 1:
-            return temporal_conv3_rows(x, self.weight, self.bias)
-        return temporal_conv3_stride2_rows(x, self.weight, self.bias)
+            return temporal_conv3_rows_fast(x, self.weight, self.bias)  # hand-written backward
+        return temporal_conv3_stride2_rows_fast(x, self.weight, self.bias)
 
 
 class Conv2p5d(nn.Cell):
