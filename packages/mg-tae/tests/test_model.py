@@ -154,9 +154,9 @@ def test_gradients_match_native_convolutions():
 
 def test_hand_written_conv_backward_matches_autograd_backend():
     """conv_backend="matmul" (hand-written conv backward passes) and "matmul_autograd" (the same forward through
-    autograd) give the same loss and gradients for every parameter of the whole TAE. (Under jit: the next test
-    checks jit == PyNative for "matmul", test_conv_backward.py each hand-written backward under jit.)"""
-    fast = TemporalAutoencoder(TAEConfig.tiny(**MICRO), seed=0)
+    autograd, the CPU default) give the same loss and gradients for every parameter of the whole TAE. (Under jit:
+    the next test checks jit == PyNative for the default, test_conv_backward.py each hand-written backward.)"""
+    fast = TemporalAutoencoder(TAEConfig.tiny(**MICRO, conv_backend="matmul"), seed=0)
     _perturb_temporal(fast)
     plain = TemporalAutoencoder(TAEConfig.tiny(**MICRO, conv_backend="matmul_autograd"), seed=0)
     plain.load_state_dict(fast.state_dict())
@@ -241,4 +241,4 @@ def test_native_convolutions_on_cpu_warn_and_default_does_not():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model = TemporalAutoencoder(TAEConfig.tiny(**MICRO))
-    assert model.backend == "matmul"
+    assert model.backend == "matmul_autograd"

@@ -39,9 +39,9 @@ class TAEConfig:
     norm_per_frame: bool = True
     scaling_factor: float = 1.5305
     shift_factor: float = 0.0609
-    # "matmul": convs as one matmul each (fast on CPU) with hand-written backward passes; "matmul_autograd": the
-    # same forward differentiated by autograd (slower training step; the baseline and reference of "matmul");
-    # "native": MindSpore convolutions (use on Ascend); "auto": native on Ascend, matmul elsewhere.
+    # "matmul_autograd": convs as matmuls over a padded row layout (fast on CPU), differentiated by autograd;
+    # "matmul": the same forward with hand-written backward passes (same step time, more memory, slower compile);
+    # "native": MindSpore convolutions (use on Ascend); "auto": native on Ascend, matmul_autograd elsewhere.
     conv_backend: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 

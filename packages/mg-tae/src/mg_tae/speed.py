@@ -2,7 +2,7 @@
 
 On AVX-512 CPUs MindSpore's oneDNN picks a reference convolution kernel (~0.5 GFLOP/s) unless the environment
 variable ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) caps the ISA at AVX2 before the first oneDNN primitive runs,
-which in turn slows matmul. mg-tae's default CPU path (`conv_backend="matmul"`) avoids native convolutions
+which in turn slows matmul. mg-tae's default CPU path (`conv_backend="matmul_autograd"`) avoids native convolutions
 altogether, so it needs no environment change; this module warns when a model is built with native
 convolutions on CPU without that setting.
 """
@@ -32,7 +32,7 @@ def slow_convolution_reason(backend: str) -> str | None:
         return None
     return (
         "conv_backend='native' on CPU uses MindSpore's oneDNN reference convolution (~0.5 GFLOP/s, 100x slower "
-        "than mg-tae's default); use conv_backend='matmul' (or 'auto'), or export ONEDNN_MAX_CPU_ISA=AVX2 "
+        "than mg-tae's default); use conv_backend='matmul_autograd' (or 'auto'), or export ONEDNN_MAX_CPU_ISA=AVX2 "
         "before starting Python (this also slows matmul)"
     )
 
