@@ -355,3 +355,16 @@ def test_training_on_crops_runs_and_keeps_full_size_evaluation(synth, tmp_path):
     model = TemporalAutoencoder.from_pretrained(final)
     x = np.zeros((1, 3, 4, 16, 16), np.float32)
     assert model.decode(model.encode(Tensor(x)).mode(), num_frames=4).shape == x.shape
+
+
+def test_calibrated_latents_have_zero_mean_and_unit_variance(synth, tmp_path):
+    from mg_data import VideoDataset
+
+    final = tae_train.run(_config(synth, tmp_path / "cal", "train.steps=1", "calibrate_latents=3"))
+    model = TemporalAutoencoder.from_pretrained(final)
+    assert (model.config.scaling_factor, model.config.shift_factor) != (1.5305, 0.0609)  # the preset's
+    clips = VideoDataset(synth.train_manifest, None, num_frames=4, size=(16, 16), start="center", seed=0)
+    batch = np.stack([clips[i]["video"] for i in range(3)])
+    scaled = model.scale_latents(model.encode(Tensor(batch)).mean).asnumpy().astype(np.float64)
+    assert abs(scaled.mean()) < 1e-4
+    assert scaled.std() == pytest.approx(1.0, abs=1e-4)

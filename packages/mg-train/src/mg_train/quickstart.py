@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mg_data import analyze_clip, load_manifest, make_synthetic_dataset
+from mg_data import analyze_clip, load_manifest, make_synthetic_dataset, read_video
 from mg_train import caching, tae_eval, tae_train, transformer_train
 from mg_train.config.loader import ConfigError
 from mg_train.config.schema import (
@@ -135,11 +135,17 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
         frames=cfg.frames,
         size=size,
         output_dir=str(out / "tae_eval"),
-        save_videos=4,
+        save_videos=8,
         fps=cfg.fps,
     )
     tae_metrics = timer.run("3/6 evaluate the TAE on held-out clips", lambda: tae_eval.run(eval_cfg))
-    print(f"   held-out PSNR {tae_metrics['psnr']:.2f} dB, SSIM {tae_metrics['ssim']:.3f}", file=sys.stderr)
+    recon_check = _check_reconstructions(tae_metrics, data, cfg.size)
+    print(
+        f"   held-out PSNR {tae_metrics['psnr']:.2f} dB, SSIM {tae_metrics['ssim']:.3f}; in the saved "
+        f"reconstructions colour is right in {recon_check['color_accuracy']:.0%} and direction in "
+        f"{recon_check['direction_accuracy']:.0%}",
+        file=sys.stderr,
+    )
 
     def make_caches() -> tuple[Path, Path]:
         latents = caching.cache_latents(
@@ -192,7 +198,12 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
         "seconds": timer.stages,
         "total_seconds": timer.total,
         "peak_rss_gib": round(max(rusage, children), 2),
-        "tae": {"psnr": tae_metrics["psnr"], "ssim": tae_metrics["ssim"], "dir": str(tae_dir)},
+        "tae": {
+            "psnr": tae_metrics["psnr"],
+            "ssim": tae_metrics["ssim"],
+            "dir": str(tae_dir),
+            "reconstructions": recon_check,
+        },
         "samples": samples,
         "pipeline": str(pipeline),
     }
@@ -206,6 +217,33 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
     write_report(report, out)
     _say(f"done in {timer.total:.0f} s: report {out / 'report.md'}, samples in {out / 'samples'}")
     return report
+
+
+def _truth(manifest: Path) -> dict[str, tuple[str | None, str | None]]:
+    """video path -> (colour, direction) from the synthetic manifest's ground-truth columns."""
+    return {
+        row.video: (row.extra.get("color"), row.extra.get("direction"))
+        for row in load_manifest(manifest).rows
+    }
+
+
+def _check_reconstructions(metrics: dict[str, Any], data, size: int) -> dict[str, Any]:
+    """Colour and direction read back from the TAE's saved reconstructions (right half of tae-eval's side-by-side
+    videos): the ceiling for the samples, which the TAE decodes."""
+    truth = _truth(data.val_manifest)
+    results = []
+    for entry in metrics["per_video"]:
+        if not str(entry.get("comparison", "")).endswith(".mp4"):
+            continue
+        seen = analyze_clip(read_video(entry["comparison"])[:, :, -size:], layout="THWC")
+        color, direction = truth[entry["video"]]
+        results.append((seen.color == color, seen.direction == direction))
+    n = max(len(results), 1)
+    return {
+        "clips": len(results),
+        "color_accuracy": sum(c for c, _ in results) / n,
+        "direction_accuracy": sum(d for _, d in results) / n,
+    }
 
 
 def _sample_and_check(cfg: QuickstartConfig, data, pipeline: Path, out: Path) -> dict[str, Any]:
@@ -288,7 +326,10 @@ def write_report(report: dict[str, Any], out: Path) -> None:
         "|---|---|",
         *[f"| {name} | {secs:.0f} |" for name, secs in report["seconds"].items()],
         "",
-        f"TAE on held-out clips: PSNR {report['tae']['psnr']:.2f} dB, SSIM {report['tae']['ssim']:.3f}.",
+        f"TAE on held-out clips: PSNR {report['tae']['psnr']:.2f} dB, SSIM {report['tae']['ssim']:.3f}; read back "
+        f"from {report['tae']['reconstructions']['clips']} saved reconstructions, colour right in "
+        f"{report['tae']['reconstructions']['color_accuracy']:.0%} and direction in "
+        f"{report['tae']['reconstructions']['direction_accuracy']:.0%} (tae_eval/videos: input left, output right).",
         "",
         "Samples for held-out captions, read back from the pixels (dominant saturated colour, motion of its centre):",
         f"colour right in {samples['color_accuracy']:.0%}, direction right in {samples['direction_accuracy']:.0%} "

@@ -140,6 +140,8 @@ def check_config(cfg: TAETrainConfig) -> TAEConfig:
     for key in ("kl_weight", "perceptual_weight", "opl_weight"):
         if getattr(loss, key) < 0:
             raise ConfigError(f"loss.{key}={getattr(loss, key)}: must be >= 0")
+    if cfg.calibrate_latents < 0:
+        raise ConfigError(f"calibrate_latents={cfg.calibrate_latents}: must be >= 0 (0: keep the factors)")
     if cfg.train.steps < 1 or cfg.optim.grad_accum < 1:
         raise ConfigError("train.steps and optim.grad_accum must be at least 1")
     if cfg.train.save_every < 1 or cfg.train.log_every < 1:
@@ -289,6 +291,23 @@ def validation_clips(data: DataConfig, seed: int) -> VideoDataset:
         start="center",
         seed=seed,
     )
+
+
+def calibrate_latents(model: TemporalAutoencoder, data: DataConfig, seed: int, count: int) -> tuple[float, float]:
+    """Set `model.config.shift_factor` / `scaling_factor` to the mean and 1 / std of the posterior means of the
+    first `count` training clips (centre clips, whole frames): latents scaled this way have zero mean and unit
+    variance, what rectified flow's Gaussian noise assumes. Returns (shift, scale)."""
+    clips = VideoDataset(
+        data.manifest, data.root, num_frames=data.frames, stride=data.stride, size=data.size, start="center", seed=seed
+    )
+    model.set_train(False)
+    videos = (clips[i]["video"] for i in range(min(count, len(clips))))
+    means = [model.encode(Tensor(batch)).mean.asnumpy() for batch in _batches_of_one_shape(videos, data.batch_size)]
+    model.set_train(True)
+    values = np.concatenate([m.reshape(-1) for m in means]).astype(np.float64)
+    shift, scale = float(values.mean()), float(1.0 / max(values.std(), 1e-6))
+    model.config.shift_factor, model.config.scaling_factor = shift, scale
+    return shift, scale
 
 
 def _batches_of_one_shape(arrays: Iterator[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
@@ -447,6 +466,12 @@ def run(cfg: TAETrainConfig) -> Path:
     if ema is not None:
         ema.copy_to(model.trainable_params())
     if leader:
+        if cfg.calibrate_latents:
+            shift, scale = calibrate_latents(model, data, seed, cfg.calibrate_latents)
+            progress.log(
+                f"tae-train: latent shift_factor {shift:.4g}, scaling_factor {scale:.4g} "
+                f"(mean and 1/std over {cfg.calibrate_latents} training clips)"
+            )
         model.save_pretrained(final)
         progress.log(f"tae-train: final {'EMA ' if ema is not None else ''}weights written to {final}")
     if ctx.world_group.size > 1:  # the other ranks return once the folder is complete

@@ -137,6 +137,11 @@ class TAETrainConfig:
     data: DataConfig = section(DataConfig, "training data")
     optim: OptimConfig = section(OptimConfig, "optimizer and schedule")
     train: RunConfig = section(RunConfig, "the run")
+    calibrate_latents: int = opt(
+        0,
+        "after training, set the TAE's shift/scaling factors to the mean and 1/std of the posterior means of this "
+        "many training clips, so diffusion sees unit-variance latents (for a TAE trained from scratch; 0: keep)",
+    )
 
 
 @dataclass
@@ -292,12 +297,12 @@ class QuickstartConfig:
     frames: int = opt(16, "frames per clip")
     fps: float = opt(8.0, "frame rate of the synthetic clips")
     seed: int = opt(0, "seed of the data and both trainings")
-    tae_steps: int = opt(300, "TAE training steps")
-    tae_batch_size: int = opt(4, "TAE batch size")
+    tae_steps: int = opt(200, "TAE training steps")
+    tae_batch_size: int = opt(2, "TAE batch size")
     tae_crop: int | None = opt(
         32, "TAE trained on random square crops of this side (null: whole clips); evaluated on whole clips"
     )
-    transformer_steps: int = opt(3000, "transformer training steps")
+    transformer_steps: int = opt(1000, "transformer training steps")
     transformer_batch_size: int = opt(16, "transformer batch size")
     transformer: dict[str, Any] = opt(
         {"num_layers": 4, "hidden_size": 128, "ffn_size": 352, "num_heads": 4},
