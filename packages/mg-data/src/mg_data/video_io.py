@@ -235,15 +235,32 @@ def write_video(
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         # One encoder thread makes the bitstream identical run to run (a deterministic dataset).
         stream.codec_context.thread_count = 1
-        stream.options = {"crf": str(crf)} if codec == "libx264" else {}
+        stream.options = {"crf": str(crf), "threads": "1"} if codec == "libx264" else {}
         for frame in frames:
-            # Convert to yuv420p explicitly: the encoder's implicit conversion gave slightly different pixels
-            # run to run (depending on memory layout); the explicit one is deterministic.
-            rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            for packet in stream.encode(rgb.reformat(format="yuv420p")):
+            planes = rgb_to_yuv420p(frame)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(planes, format="yuv420p")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
+    """One `(H, W, 3)` uint8 RGB frame as yuv420p planes stacked into an `(H * 3 // 2, W)` uint8 array.
+
+    BT.601 limited range (what decoders assume for untagged SD video), chroma averaged over 2x2 blocks. Done in
+    numpy rather than by libswscale: swscale's SIMD paths gave inputs that differed by one level depending on
+    memory layout and CPU, and x264 turns such a difference into different coding decisions.
+    """
+    height, width = frame.shape[:2]
+    rgb = frame.astype(np.float64)
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    luma = 16.0 + (65.481 * red + 128.553 * green + 24.966 * blue) / 255.0
+    pooled = rgb.reshape(height // 2, 2, width // 2, 2, 3).mean(axis=(1, 3))
+    red, green, blue = pooled[..., 0], pooled[..., 1], pooled[..., 2]
+    chroma_b = 128.0 + (-37.797 * red - 74.203 * green + 112.0 * blue) / 255.0
+    chroma_r = 128.0 + (112.0 * red - 93.786 * green - 18.214 * blue) / 255.0
+    flat = np.concatenate([plane.ravel() for plane in (luma, chroma_b, chroma_r)])
+    return np.clip(np.rint(flat), 0, 255).astype(np.uint8).reshape(height * 3 // 2, width)
 
 
 def write_image(path: str | os.PathLike, frame: np.ndarray) -> None:
