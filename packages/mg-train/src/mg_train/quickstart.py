@@ -116,6 +116,7 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
         model=TAEModelConfig(preset="tiny"),
         loss=TAELossConfig(kl_weight=1e-6),
         data=tae_data,
+        calibrate_latents=32,
         optim=OptimConfig(lr=2e-3, warmup_steps=20, schedule="cosine", min_lr=2e-4, grad_clip=1.0),
         train=RunConfig(
             output_dir=str(out / "tae_run"),
