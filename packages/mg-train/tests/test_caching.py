@@ -103,7 +103,8 @@ def test_latent_cache_resumes_and_skips_unreadable_clips(synth, tae_dir, tmp_pat
     assert "wrote 1, skipped 1 already cached, 1 unreadable" in capsys.readouterr().out
     assert kept.stat().st_mtime_ns == stamp  # untouched
     with np.load(removed) as again, np.load(io.BytesIO(first)) as before:
-        np.testing.assert_array_equal(again["latent_mean"], before["latent_mean"])
+        # re-encoded alone, first in a batch of two: equal up to the batch's float rounding
+        np.testing.assert_allclose(again["latent_mean"], before["latent_mean"], rtol=1e-4, atol=1e-5)
     # a cache written with other settings is refused instead of mixed
     with pytest.raises(CacheError, match="existing cache was written with"):
         caching.cache_latents(_latents_config(synth, tae_dir, out, f"manifest={manifest}", "frames=8"))
