@@ -293,16 +293,26 @@ def validation_clips(data: DataConfig, seed: int) -> VideoDataset:
     )
 
 
-def calibrate_latents(model: TemporalAutoencoder, data: DataConfig, seed: int, count: int) -> tuple[float, float]:
+def calibrate_latents(
+    model: TemporalAutoencoder, data: DataConfig, seed: int, count: int
+) -> tuple[float, float]:
     """Set `model.config.shift_factor` / `scaling_factor` to the mean and 1 / std of the posterior means of the
     first `count` training clips (centre clips, whole frames): latents scaled this way have zero mean and unit
     variance, what rectified flow's Gaussian noise assumes. Returns (shift, scale)."""
     clips = VideoDataset(
-        data.manifest, data.root, num_frames=data.frames, stride=data.stride, size=data.size, start="center", seed=seed
+        data.manifest,
+        data.root,
+        num_frames=data.frames,
+        stride=data.stride,
+        size=data.size,
+        start="center",
+        seed=seed,
     )
     model.set_train(False)
     videos = (clips[i]["video"] for i in range(min(count, len(clips))))
-    means = [model.encode(Tensor(batch)).mean.asnumpy() for batch in _batches_of_one_shape(videos, data.batch_size)]
+    means = [
+        model.encode(Tensor(batch)).mean.asnumpy() for batch in _batches_of_one_shape(videos, data.batch_size)
+    ]
     model.set_train(True)
     values = np.concatenate([m.reshape(-1) for m in means]).astype(np.float64)
     shift, scale = float(values.mean()), float(1.0 / max(values.std(), 1e-6))
