@@ -280,10 +280,10 @@ def make_objective(
 # -- validation -------------------------------------------------------------------------------------------------
 
 
-def validation_clips(data: DataConfig, seed: int) -> VideoDataset:
-    """Held-out clips, deterministic: centre clips, centre crops, no flips."""
+def validation_clips(data: DataConfig, seed: int, manifest: str | None = None) -> VideoDataset:
+    """Held-out clips (or those of `manifest`), deterministic: centre clips, centre crops, no flips."""
     return VideoDataset(
-        data.val_manifest,
+        manifest or data.val_manifest,
         data.root,
         num_frames=data.frames,
         stride=data.stride,
@@ -299,15 +299,7 @@ def calibrate_latents(
     """Set `model.config.shift_factor` / `scaling_factor` to the mean and 1 / std of the posterior means of the
     first `count` training clips (centre clips, whole frames): latents scaled this way have zero mean and unit
     variance, what rectified flow's Gaussian noise assumes. Returns (shift, scale)."""
-    clips = VideoDataset(
-        data.manifest,
-        data.root,
-        num_frames=data.frames,
-        stride=data.stride,
-        size=data.size,
-        start="center",
-        seed=seed,
-    )
+    clips = validation_clips(data, seed, data.manifest)
     model.set_train(False)
     videos = (clips[i]["video"] for i in range(min(count, len(clips))))
     means = [
