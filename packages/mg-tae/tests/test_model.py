@@ -175,6 +175,34 @@ def test_jit_matches_pynative_forward_and_gradients():
     )
 
 
+@pytest.mark.parametrize(
+    "backend, jit",
+    [("matmul_autograd", False), ("matmul", False), ("matmul_autograd", True), ("native", False)],
+)
+def test_images_take_a_one_frame_path_equal_to_a_constant_clip(backend, jit):
+    """A single frame skips the temporal convs' padding frames and the decoder's temporal upsampling. A constant
+    clip runs the general path and must give the same latents, decoded frames, loss and gradients."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # native convs on CPU warn that they are slow
+        model = TemporalAutoencoder(TAEConfig.tiny(**MICRO, conv_backend=backend), seed=0)
+    _perturb_temporal(model)
+    image = _video((2, 3, 1, 8, 8))
+    clip = Tensor(np.repeat(image.asnumpy(), 2, axis=2))  # MICRO compresses time 2x: one latent frame
+    z = model.encode(image).mean
+    np.testing.assert_allclose(z.asnumpy(), model.encode(clip).mean.asnumpy(), rtol=1e-5, atol=1e-5)
+
+    frames = model.decode(z).asnumpy()
+    general = model.decode(Tensor(np.repeat(z.asnumpy(), 2, axis=2))).asnumpy()  # two latent frames
+    assert frames.shape == (2, 3, 2, 8, 8)
+    np.testing.assert_allclose(frames, general[:, :, :2], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(frames[:, :, 0], frames[:, :, 1])
+
+    noise = _video((2, 4, 1, 4, 4), seed=2)
+    value, gx, gw = _loss_and_grads(model, image, noise, jit=jit)
+    value_c, gx_c, gw_c = _loss_and_grads(model, clip, noise, jit=jit)
+    _assert_grads_close((value, gx, gw), (value_c, gx_c.sum(axis=2, keepdims=True), gw_c))
+
+
 def test_gradient_checkpointing_gives_the_same_gradients():
     model = TemporalAutoencoder(TAEConfig.tiny(), seed=0)
     _perturb_temporal(model)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, mint, nn, ops
+from mindspore.ops import constexpr
 
 from mg_tae.config import TAEConfig
 from mg_tae.conv import (
@@ -99,6 +100,12 @@ class SpatialConv(nn.Cell):
         return y.reshape(b, t, y.shape[1], y.shape[2], y.shape[3])
 
 
+@constexpr
+def _is_single_frame(t: int) -> int:
+    """1 if a clip has one frame (an image) else 0: an index into a pair of methods (a graph-safe shape branch)."""
+    return 1 if t == 1 else 0
+
+
 class TemporalConv(nn.Cell):
     """A 3-tap conv over time with replicate padding (stride 1 keeps T, stride 2 gives ceil(T/2)).
 
@@ -117,6 +124,14 @@ class TemporalConv(nn.Cell):
     def construct(self, x):
         if self.backend == "native":
             return temporal_conv3_native(x, self.weight, self.bias, self.stride)
+        return (self._clip, self._single_frame)[_is_single_frame(x.shape[1])](x)
+
+    def _single_frame(self, x):
+        # One frame, replicate-padded, is the same frame under all three taps (for stride 1 and 2): a 1x1 conv
+        # with the summed taps. The general path would compute and drop two padding frames per frame (~6x slower).
+        return pointwise_rows(x, self.weight.sum(-1), self.bias)
+
+    def _clip(self, x):
         if self.backend == "matmul_autograd":
             return (temporal_conv3_rows if self.stride == 1 else temporal_conv3_stride2_rows)(
                 x, self.weight, self.bias
@@ -288,6 +303,10 @@ def upsample_space(x):
     return mint.cat([y, y], -1).reshape(b, t, 2 * h, 2 * w, c)
 
 
+def _same(x):
+    return x
+
+
 def upsample_time(x):
     """Nearest-neighbour x2 in T on (B, T, H, W, C)."""
     b, t, h, w, c = x.shape
@@ -366,7 +385,10 @@ class UpBlock(_Stage):
         if self.upsamplers is not None:
             x = self.upsamplers[0](upsample_space(x))
         if self.temporal_upsampler is not None:
-            x = self.temporal_upsampler(upsample_time(x))
+            # A single frame stays one frame: its nearest x2 copies would be identical, and every later layer
+            # (per-frame convs, replicate-padded temporal convs, clip GroupNorm) keeps a constant clip constant.
+            # `TemporalAutoencoder.decode_frames` repeats the decoded frame; images decode 8x cheaper.
+            x = self.temporal_upsampler((upsample_time, _same)[_is_single_frame(x.shape[1])](x))
         return x
 
 
@@ -515,7 +537,12 @@ class TemporalAutoencoder(nn.Cell):
     def decode_frames(self, z):
         """Latents (B, C', T', h, w) -> all 8 T' decoded frames (B, C, 8 T', 8 h, 8 w)."""
         y = self.decoder(ops.transpose(z.astype(ms.float32), (0, 2, 3, 4, 1)))
-        return ops.transpose(y, (0, 4, 1, 2, 3))
+        y = ops.transpose(y, (0, 4, 1, 2, 3))
+        return (_same, self._repeat_decoded_frame)[_is_single_frame(z.shape[2])](y)
+
+    def _repeat_decoded_frame(self, y):
+        # The decoder computes a single latent frame's clip once (see UpBlock); its 8 frames are equal.
+        return ops.tile(y, (1, 1, self.config.temporal_compression, 1, 1))
 
     def construct(self, x, noise=None):
         moments = self.encode_moments(x)
