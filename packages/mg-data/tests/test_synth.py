@@ -115,6 +115,36 @@ def test_analysis_of_rendered_frames_and_of_a_static_shape():
     assert set(COLORS) >= {"red", "green", "blue", "yellow"}
 
 
+def test_shape_size_and_texture_contrast_change_the_pixels_as_asked(tmp_path):
+    """Radii drawn from `shape_size` (checked against the shape's pixel area read back from the first frame),
+    and background texture scaled by `texture_contrast` (its spread outside the shape), same captions/split."""
+    kwargs = dict(n=8, seed=3, size=64, num_frames=4, shapes=["square"], crf=0)
+    small = make_synthetic_dataset(tmp_path / "small", **kwargs)
+    big = make_synthetic_dataset(tmp_path / "big", shape_size=(0.22, 0.24), texture_contrast=0.25, **kwargs)
+    flat = make_synthetic_dataset(tmp_path / "flat", texture_contrast=0.0, **kwargs)
+    assert [r.caption for r in load_manifest(small.all_manifest).rows] == [
+        r.caption for r in load_manifest(big.all_manifest).rows
+    ]
+    assert json.loads((big.root / "synth.json").read_text())["shape_size"] == [0.22, 0.24]
+    for i in range(8):
+        name = f"videos/{i:06d}.mp4"
+        frames = {
+            k: read_video(d.root / name)[0] for k, d in (("small", small), ("big", big), ("flat", flat))
+        }
+        side = {k: np.sqrt(analyze_clip(f[None]).coverage * 64 * 64) for k, f in frames.items()}
+        # a square of radius r has side 2 * 0.886 r
+        assert 2 * 0.886 * 0.11 * 64 - 1.5 <= side["small"] <= 2 * 0.886 * 0.15 * 64 + 1.5
+        assert 2 * 0.886 * 0.22 * 64 - 1.5 <= side["big"] <= 2 * 0.886 * 0.24 * 64 + 1.5
+
+        def texture_spread(frame):
+            grey = frame.astype(np.float32).mean(-1)
+            saturation = (frame.max(-1).astype(np.float32) - frame.min(-1)) / np.maximum(frame.max(-1), 1)
+            return grey[saturation < 0.3].std()
+
+        assert texture_spread(frames["flat"]) < 2.5 < 0.5 * texture_spread(frames["small"])  # shape rim only
+        assert texture_spread(frames["big"]) < 0.45 * texture_spread(frames["small"])
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="colors must be a non-empty subset"):
         make_synthetic_dataset("/nonexistent", colors=["purple"])
@@ -122,3 +152,7 @@ def test_bad_arguments():
         make_synthetic_dataset("/nonexistent", holdout_captions=["a red cube moving left"])
     with pytest.raises(ValueError, match="at least 2 frames"):
         make_synthetic_dataset("/nonexistent", num_frames=1)
+    with pytest.raises(ValueError, match=r"shape_size must be .* got \(0.2, 0.1\)"):
+        make_synthetic_dataset("/nonexistent", shape_size=(0.2, 0.1))
+    with pytest.raises(ValueError, match="texture_contrast must be in"):
+        make_synthetic_dataset("/nonexistent", texture_contrast=-1)

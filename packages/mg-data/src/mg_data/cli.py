@@ -82,6 +82,20 @@ def _add_synth(subparsers) -> None:
         help="distance moved over a clip, as a share of the free space (default 0.6)",
     )
     parser.add_argument("--crf", type=int, default=16, help="x264 quality, lower is better (default 16)")
+    parser.add_argument(
+        "--shape-size",
+        type=float,
+        nargs=2,
+        default=[0.11, 0.15],
+        metavar=("LOW", "HIGH"),
+        help="range of a shape's radius as a share of the shorter side (default 0.11 0.15)",
+    )
+    parser.add_argument(
+        "--texture-contrast",
+        type=float,
+        default=1.0,
+        help="scales the background texture's contrast; 0 gives flat backgrounds (default 1)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -165,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 num_images=args.images,
                 travel=args.travel,
                 crf=args.crf,
+                shape_size=args.shape_size,
+                texture_contrast=args.texture_contrast,
                 verbose=not args.quiet,
             )
         except ValueError as exc:

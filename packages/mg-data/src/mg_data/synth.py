@@ -55,13 +55,16 @@ class ClipSpec:
     end: tuple[float, float]  # centre at the last frame
     background: str
     background_seed: int
+    texture_contrast: float = 1.0  # multiplies the background texture's drawn contrast (0: flat)
 
     @property
     def caption(self) -> str:
         return caption_for(self.color, self.shape, self.direction)
 
 
-def _background(kind: str, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+def _background(
+    kind: str, height: int, width: int, rng: np.random.Generator, contrast_scale: float = 1.0
+) -> np.ndarray:
     """A muted (low saturation), mid-brightness texture as float32 (H, W, 3) in [0, 1]."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     if kind == "stripes":
@@ -84,7 +87,7 @@ def _background(kind: str, height: int, width: int, rng: np.random.Generator) ->
         raise ValueError(f"background must be one of {BACKGROUNDS}, got {kind!r}")
     base = rng.uniform(0.35, 0.6)
     tint = rng.uniform(-0.04, 0.04, size=3)  # a faint colour cast keeps saturation well below the shapes'
-    contrast = rng.uniform(0.06, 0.12)
+    contrast = rng.uniform(0.06, 0.12) * contrast_scale
     return np.clip(base + tint[None, None, :] + contrast * pattern[..., None], 0.0, 1.0).astype(np.float32)
 
 
@@ -112,7 +115,9 @@ def _coverage(shape: str, x: np.ndarray, y: np.ndarray, cx: float, cy: float, ra
 def render_clip(spec: ClipSpec) -> np.ndarray:
     """The frames of a clip as `(T, H, W, 3)` uint8. Only a window around the shape is redrawn per frame."""
     height, width = spec.size
-    background = _background(spec.background, height, width, np.random.default_rng(spec.background_seed))
+    background = _background(
+        spec.background, height, width, np.random.default_rng(spec.background_seed), spec.texture_contrast
+    )
     plain = np.rint(background * 255.0).astype(np.uint8)
     color = np.asarray(COLORS[spec.color], np.float32) / 255.0
     reach = spec.radius * 1.35 + 2  # covers the triangle's corners and the anti-aliased rim
@@ -139,9 +144,11 @@ def _clip_spec(
     num_frames: int,
     travel: float,
     rng: np.random.Generator,
+    shape_size: tuple[float, float] = (0.11, 0.15),
+    texture_contrast: float = 1.0,
 ) -> ClipSpec:
     height, width = size
-    radius = float(rng.uniform(0.11, 0.15) * min(height, width))
+    radius = float(rng.uniform(*shape_size) * min(height, width))
     margin = radius * 1.35 + 1  # keeps the whole shape (incl. the triangle's corners) inside the frame
     if direction is None:
         start = (float(rng.uniform(margin, width - margin)), float(rng.uniform(margin, height - margin)))
@@ -173,6 +180,7 @@ def _clip_spec(
         end=end,
         background=BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))],
         background_seed=int(rng.integers(2**31)),
+        texture_contrast=texture_contrast,
     )
 
 
@@ -213,6 +221,8 @@ def make_synthetic_dataset(
     travel: float = 0.6,
     crf: int = 16,
     verbose: bool = False,
+    shape_size: Sequence[float] = (0.11, 0.15),
+    texture_contrast: float = 1.0,
 ) -> SyntheticDataset:
     """Write `n` captioned mp4 clips (plus `num_images` png stills) and train/val/all manifests under `out`.
 
@@ -220,7 +230,10 @@ def make_synthetic_dataset(
     through all colour x shape x direction combinations in a seeded order, so every caption appears about
     equally often. Clips whose caption is in `holdout_captions` go only to the validation manifest (captions
     never seen in training); of the rest, a seeded `val_fraction` goes to validation too. `travel` is the
-    distance moved over the clip as a fraction of the free space along the direction. Layout:
+    distance moved over the clip as a fraction of the free space along the direction. `shape_size` is the
+    (low, high) range of a shape's radius as a fraction of the shorter side; `texture_contrast` scales the
+    backgrounds' texture (0 gives flat backgrounds): larger shapes on fainter textures are what a very small
+    autoencoder learns first (the quickstart uses them). Layout:
     `videos/000000.mp4`, `images/000000.png`, `train.csv`, `val.csv`, `all.csv` (with a `split` column),
     `synth.json` (the arguments). Takes a few seconds for ~100 small clips.
     """
@@ -241,6 +254,14 @@ def make_synthetic_dataset(
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if not 0 < travel <= 1:
         raise ValueError(f"travel must be in (0, 1], got {travel}")
+    shape_size = tuple(float(v) for v in shape_size)
+    if len(shape_size) != 2 or not 0.02 <= shape_size[0] <= shape_size[1] <= 0.3:
+        raise ValueError(
+            f"shape_size must be a (low, high) radius range with 0.02 <= low <= high <= 0.3 (fractions of the "
+            f"shorter side), got {shape_size}"
+        )
+    if not 0 <= texture_contrast <= 4:
+        raise ValueError(f"texture_contrast must be in [0, 4] (1 = default texture), got {texture_contrast}")
     combos = list(itertools.product(colors, shapes, directions))
     all_captions = [caption_for(*combo) for combo in combos]
     unknown_holdout = [caption for caption in holdout_captions if caption not in all_captions]
@@ -261,7 +282,9 @@ def make_synthetic_dataset(
     rows: list[ManifestRow] = []
     splits: list[str] = []
     for index, (color, shape, direction) in enumerate(balanced(combos, n)):
-        spec = _clip_spec(color, shape, direction, (height, width), num_frames, travel, rng)
+        spec = _clip_spec(
+            color, shape, direction, (height, width), num_frames, travel, rng, shape_size, texture_contrast
+        )
         relpath = f"videos/{index:06d}.mp4"
         write_video(out / relpath, render_clip(spec), fps=fps, crf=crf)
         rows.append(_row(relpath, spec, fps))
@@ -270,7 +293,7 @@ def make_synthetic_dataset(
             print(f"synth: {index + 1}/{n} clips ({time.perf_counter() - started:.1f} s)", flush=True)
     image_combos = list(itertools.product(colors, shapes))
     for index, (color, shape) in enumerate(balanced(image_combos, num_images)):
-        spec = _clip_spec(color, shape, None, (height, width), 1, travel, rng)
+        spec = _clip_spec(color, shape, None, (height, width), 1, travel, rng, shape_size, texture_contrast)
         relpath = f"images/{index:06d}.png"
         write_image(out / relpath, render_clip(spec)[0])
         rows.append(_row(relpath, spec, 1.0))
@@ -305,6 +328,8 @@ def make_synthetic_dataset(
         "num_images": num_images,
         "travel": travel,
         "crf": crf,
+        "shape_size": list(shape_size),
+        "texture_contrast": texture_contrast,
     }
     (out / "synth.json").write_text(json.dumps(settings, indent=2) + "\n")
     if verbose:
