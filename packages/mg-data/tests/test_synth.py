@@ -145,6 +145,17 @@ def test_shape_size_and_texture_contrast_change_the_pixels_as_asked(tmp_path):
         assert texture_spread(frames["big"]) < 0.45 * texture_spread(frames["small"])
 
 
+def test_full_travel_moves_shapes_from_edge_to_edge(tmp_path):
+    result = make_synthetic_dataset(tmp_path, n=12, seed=4, size=(48, 64), num_frames=4, travel=1.0)
+    for row in load_manifest(result.all_manifest).rows:
+        x0, y0, x1, y1 = (float(row.extra[k]) for k in ("start_x", "start_y", "end_x", "end_y"))
+        # edge to edge: the start and end margins are the same, so the two centres mirror each other
+        if row.extra["direction"] in ("left", "right"):
+            assert x0 + x1 == pytest.approx(64) and y0 == y1
+        else:
+            assert y0 + y1 == pytest.approx(48) and x0 == x1
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="colors must be a non-empty subset"):
         make_synthetic_dataset("/nonexistent", colors=["purple"])

@@ -167,6 +167,8 @@ def _clip_spec(
             hi_y -= distance
         elif uy < 0:
             lo_y += distance
+        # travel=1 leaves an empty range along the motion (up to rounding): start at its low end then
+        hi_x, hi_y = max(hi_x, lo_x), max(hi_y, lo_y)
         start = (float(rng.uniform(lo_x, hi_x)), float(rng.uniform(lo_y, hi_y)))
         end = (start[0] + ux * distance, start[1] + uy * distance)
     return ClipSpec(
