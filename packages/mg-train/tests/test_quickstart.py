@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from mg_data import analyze_clip, load_manifest, read_video
 from mg_train import quickstart
@@ -19,8 +20,10 @@ TOY = [
     "num_clips=20",
     "size=32",
     "frames=8",
-    "tae_steps=2",
+    "num_images=6",
+    "tae_steps=3",
     "tae_batch_size=2",
+    "tae_image_batch_size=3",
     "tae_crop=16",
     "transformer_steps=3",
     "transformer_batch_size=4",
@@ -51,6 +54,18 @@ def test_every_stage_writes_its_outputs(toy_run):
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "report.json").read_text())["samples"] == report["samples"]
     assert 0 < report["peak_rss_gib"] < 8
+
+
+def test_stills_train_the_tae_only(toy_run):
+    out, _ = toy_run
+    tae_rows = load_manifest(out / "data" / "tae_train.csv").rows
+    clips = [row.video for row in load_manifest(out / "data" / "train.csv").rows]
+    stills = [row.video for row in tae_rows if row.is_image]
+    assert [row.video for row in tae_rows if not row.is_image] == clips
+    assert len(stills) == 6 and all((out / "data" / still).is_file() for still in stills)
+    assert not any(row.is_image for row in load_manifest(out / "data" / "all.csv").rows)
+    tae_cfg = yaml.safe_load((out / "tae_run" / "config.yaml").read_text())
+    assert (tae_cfg["data"]["image_ratio"], tae_cfg["data"]["image_batch_size"]) == (0.75, 3)
 
 
 def test_report_matches_the_files_on_disk(toy_run):
@@ -88,6 +103,8 @@ def test_the_copied_pipeline_samples_like_the_run(toy_run):
         ("tae_crop=48", "tae_crop=48: must be a multiple of 8 between 8 and size=32"),
         ("num_clips=5", "num_clips=5: need at least 10"),
         ("transformer_steps=0", "transformer_steps=0: must be at least 1"),
+        ("tae_image_ratio=1.0", "tae_image_ratio=1.0: need num_images >= 0 and 0 <= tae_image_ratio < 1"),
+        ("shape_size=[0.2, 0.1]", r"shape_size=\[0.2, 0.1\], texture_contrast=0.4: need 0.02 <= low <= high"),
     ],
 )
 def test_bad_settings_fail_before_any_work(tmp_path, override, message):

@@ -19,7 +19,7 @@ from safetensors.numpy import load_file
 
 import mg_parallel as mp
 from mg_data import make_synthetic_dataset
-from mg_tae import TemporalAutoencoder
+from mg_tae import TAEConfig, TemporalAutoencoder
 from mg_train import tae_train
 from mg_train.config.loader import ConfigError, load_config
 from mg_train.config.schema import TAETrainConfig
@@ -347,6 +347,25 @@ def test_random_crops_are_windows_of_each_clip_and_shard_like_the_global_batch()
     assert len(set(positions)) > 1  # drawn per clip
     # two ranks holding two rows each cut the windows the one-process run cuts for those rows
     np.testing.assert_array_equal(np.concatenate([crops(0, 2), crops(1, 2)]), whole)
+
+
+def test_crops_cut_videos_while_images_train_whole():
+    from types import SimpleNamespace
+
+    ctx = SimpleNamespace(data_rank=0, data_world=1)
+    model = TemporalAutoencoder(TAEConfig.tiny(), seed=0)
+    video = np.random.default_rng(1).standard_normal((2, 3, 8, 16, 16)).astype(np.float32)
+    kinds = set()
+    for step in range(12):
+        pixels, noise = tae_train.micro_batch(video, model, 0, step, 0, ctx, 0.5, True, crop=(8, 8))
+        if pixels.shape[2] == 1:  # a frame of each clip, whole
+            assert pixels.shape == (2, 3, 1, 16, 16) and noise.shape == (2, 16, 1, 2, 2)
+            for clip, frame in zip(video, pixels, strict=True):
+                assert any(np.array_equal(clip[:, t], frame[:, 0]) for t in range(8))
+        else:
+            assert pixels.shape == (2, 3, 8, 8, 8) and noise.shape == (2, 16, 1, 1, 1)
+        kinds.add(pixels.shape[2])
+    assert kinds == {1, 8}
 
 
 def test_training_on_crops_runs_and_keeps_full_size_evaluation(synth, tmp_path):

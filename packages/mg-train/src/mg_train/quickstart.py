@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from mg_data import analyze_clip, load_manifest, make_synthetic_dataset, read_video
+from mg_data import (
+    SyntheticDataset,
+    analyze_clip,
+    load_manifest,
+    make_synthetic_dataset,
+    read_video,
+    write_manifest,
+)
 from mg_train import caching, tae_eval, tae_train, transformer_train
 from mg_train.config.loader import ConfigError
 from mg_train.config.schema import (
@@ -77,13 +84,55 @@ def check_config(cfg: QuickstartConfig) -> None:
         raise ConfigError(f"size={cfg.size}: must be a positive multiple of 16 (TAE 8x, transformer patch 2)")
     if cfg.tae_crop is not None and (cfg.tae_crop < 8 or cfg.tae_crop % 8 or cfg.tae_crop > cfg.size):
         raise ConfigError(f"tae_crop={cfg.tae_crop}: must be a multiple of 8 between 8 and size={cfg.size}")
+    if cfg.num_images < 0 or not 0.0 <= cfg.tae_image_ratio < 1.0:
+        raise ConfigError(
+            f"num_images={cfg.num_images}, tae_image_ratio={cfg.tae_image_ratio}: need num_images >= 0 and "
+            "0 <= tae_image_ratio < 1"
+        )
+    if not 0.0 < cfg.travel <= 1.0:
+        raise ConfigError(f"travel={cfg.travel}: must be in (0, 1]")
+    lo, hi = cfg.shape_size
+    if not 0.02 <= lo <= hi <= 0.3 or not 0.0 <= cfg.texture_contrast <= 4.0:
+        raise ConfigError(
+            f"shape_size={list(cfg.shape_size)}, texture_contrast={cfg.texture_contrast}: need "
+            "0.02 <= low <= high <= 0.3 and texture_contrast in [0, 4]"
+        )
     if cfg.num_clips < 10:
         raise ConfigError(f"num_clips={cfg.num_clips}: need at least 10 (one in ten is held out)")
-    for key in ("frames", "tae_steps", "tae_batch_size", "transformer_steps", "transformer_batch_size"):
+    for key in (
+        "frames",
+        "tae_steps",
+        "tae_batch_size",
+        "tae_image_batch_size",
+        "transformer_steps",
+        "transformer_batch_size",
+    ):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key}={getattr(cfg, key)}: must be at least 1")
     if cfg.sample_prompts < 1 or cfg.sample_steps < 1:
         raise ConfigError("sample_prompts and sample_steps must be at least 1")
+
+
+def make_data(cfg: QuickstartConfig, root: Path) -> tuple[SyntheticDataset, Path]:
+    """The synthetic clips (train/val/all manifests under `root`) and the TAE's training manifest: the training
+    clips plus `num_images` stills written under `root/stills` (a separate set, so held-out captions, latent caches
+    and the transformer see clips only)."""
+    looks = dict(
+        size=cfg.size, shape_size=cfg.shape_size, texture_contrast=cfg.texture_contrast, travel=cfg.travel
+    )
+    clips = make_synthetic_dataset(
+        root, n=cfg.num_clips, seed=cfg.seed, num_frames=cfg.frames, fps=cfg.fps, **looks
+    )
+    if not cfg.num_images:
+        return clips, clips.train_manifest
+    stills = make_synthetic_dataset(
+        root / "stills", n=0, num_images=cfg.num_images, seed=cfg.seed + 1, val_fraction=0.0, **looks
+    )
+    rows = load_manifest(clips.train_manifest).rows
+    for row in load_manifest(stills.train_manifest).rows:
+        row.video = f"stills/{row.video}"
+        rows.append(row)
+    return clips, write_manifest(root / "tae_train.csv", rows)
 
 
 def run(cfg: QuickstartConfig) -> dict[str, Any]:
@@ -93,13 +142,12 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
     timer = _Timer()
     size = (cfg.size, cfg.size)
 
-    data = timer.run(
-        "1/6 synthetic dataset",
-        lambda: make_synthetic_dataset(
-            out / "data", n=cfg.num_clips, seed=cfg.seed, size=cfg.size, num_frames=cfg.frames, fps=cfg.fps
-        ),
+    data, tae_manifest = timer.run("1/6 synthetic dataset", lambda: make_data(cfg, out / "data"))
+    print(
+        f"   {data.num_train} training and {data.num_val} held-out clips in {data.root}"
+        + (f", {cfg.num_images} still images for the TAE" if cfg.num_images else ""),
+        file=sys.stderr,
     )
-    print(f"   {data.num_train} training and {data.num_val} held-out clips in {data.root}", file=sys.stderr)
 
     def clip_data(batch_size: int) -> DataConfig:
         return DataConfig(
@@ -111,7 +159,11 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
         )
 
     tae_data = clip_data(cfg.tae_batch_size)
+    tae_data.manifest = str(tae_manifest)
     tae_data.crop = (cfg.tae_crop, cfg.tae_crop) if cfg.tae_crop else None
+    if cfg.num_images:
+        tae_data.image_ratio = cfg.tae_image_ratio
+        tae_data.image_batch_size = cfg.tae_image_batch_size
     tae_cfg = TAETrainConfig(
         model=TAEModelConfig(preset="tiny"),
         loss=TAELossConfig(kl_weight=1e-6),

@@ -224,7 +224,9 @@ def micro_batch(
         frames = rank_slice(rng.integers(0, video.shape[2], rows * world), ctx.data_rank, world)
         if as_image:
             video = video[np.arange(rows), :, frames][:, :, None]
-    if crop is not None:
+    if (
+        crop is not None and video.shape[2] > 1
+    ):  # images (and frames drawn as images) train whole: they are cheap
         video = random_crops(video, crop, step_rng(seed, step, micro, CROP_STREAM), ctx)
     shape = (rows * world, *model.latent_shape(*video.shape[2:]))
     if sample_posterior:

@@ -92,8 +92,9 @@ class DataConfig:
     hflip: bool = opt(False, "random horizontal flips (off for data whose captions name left/right)")
     crop: tuple[int, int] | None = opt(
         None,
-        "tae-train only: train on random (height, width) crops of the `size` clips, the same window for all "
-        "frames of a clip (the TAE is convolutional: a fraction of the compute per step; evaluate at full size)",
+        "tae-train only: train video micro-batches on random (height, width) crops of the `size` clips, the same "
+        "window for all frames of a clip (the TAE is convolutional: a fraction of the compute per step; images "
+        "train whole; evaluate at full size)",
     )
 
 
@@ -297,12 +298,30 @@ class QuickstartConfig:
     frames: int = opt(16, "frames per clip")
     fps: float = opt(8.0, "frame rate of the synthetic clips")
     seed: int = opt(0, "seed of the data and both trainings")
-    tae_steps: int = opt(200, "TAE training steps")
-    tae_batch_size: int = opt(2, "TAE batch size")
-    tae_crop: int | None = opt(
-        32, "TAE trained on random square crops of this side (null: whole clips); evaluated on whole clips"
+    num_images: int = opt(
+        240, "synthetic still images (png, 'a red circle') added to the TAE's training data (0: none)"
     )
-    transformer_steps: int = opt(1000, "transformer training steps")
+    shape_size: tuple[float, float] = opt(
+        (0.18, 0.24),
+        "range of the shapes' radius as a share of the frame side (mg-data's default: 0.11-0.15)",
+    )
+    texture_contrast: float = opt(
+        0.4, "scale of the background texture's contrast (mg-data's default 1; 0: flat backgrounds)"
+    )
+    travel: float = opt(
+        0.6,
+        "distance a shape moves over a clip, as a share of the free space (1: edge to edge)",
+    )
+    tae_steps: int = opt(250, "TAE training steps")
+    tae_batch_size: int = opt(2, "TAE batch size of video steps")
+    tae_image_batch_size: int = opt(8, "TAE batch size of image steps")
+    tae_image_ratio: float = opt(0.75, "share of TAE steps trained on still images (needs num_images > 0)")
+    tae_crop: int | None = opt(
+        32,
+        "TAE video steps train on random square crops of this side (null: whole clips); images train whole, "
+        "evaluation uses whole clips",
+    )
+    transformer_steps: int = opt(800, "transformer training steps")
     transformer_batch_size: int = opt(16, "transformer batch size")
     transformer: dict[str, Any] = opt(
         {"num_layers": 4, "hidden_size": 128, "ffn_size": 352, "num_heads": 4},
