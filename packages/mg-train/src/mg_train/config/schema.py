@@ -321,7 +321,7 @@ class QuickstartConfig:
         "TAE video steps train on random square crops of this side (null: whole clips); images train whole, "
         "evaluation uses whole clips",
     )
-    transformer_steps: int = opt(800, "transformer training steps")
+    transformer_steps: int = opt(700, "transformer training steps")
     transformer_batch_size: int = opt(16, "transformer batch size")
     transformer: dict[str, Any] = opt(
         {"num_layers": 4, "hidden_size": 128, "ffn_size": 352, "num_heads": 4},
