@@ -312,7 +312,7 @@ class QuickstartConfig:
         0.6,
         "distance a shape moves over a clip, as a share of the free space (1: edge to edge)",
     )
-    tae_steps: int = opt(250, "TAE training steps")
+    tae_steps: int = opt(220, "TAE training steps")
     tae_batch_size: int = opt(2, "TAE batch size of video steps")
     tae_image_batch_size: int = opt(8, "TAE batch size of image steps")
     tae_image_ratio: float = opt(0.75, "share of TAE steps trained on still images (needs num_images > 0)")
@@ -321,7 +321,7 @@ class QuickstartConfig:
         "TAE video steps train on random square crops of this side (null: whole clips); images train whole, "
         "evaluation uses whole clips",
     )
-    transformer_steps: int = opt(700, "transformer training steps")
+    transformer_steps: int = opt(600, "transformer training steps")
     transformer_batch_size: int = opt(16, "transformer batch size")
     transformer: dict[str, Any] = opt(
         {"num_layers": 4, "hidden_size": 128, "ffn_size": 352, "num_heads": 4},
