@@ -156,6 +156,25 @@ def test_full_travel_moves_shapes_from_edge_to_edge(tmp_path):
             assert y0 + y1 == pytest.approx(48) and x0 == x1
 
 
+def test_start_jitter_zero_starts_at_the_edge_behind_the_motion(tmp_path):
+    kwargs = dict(n=16, seed=5, size=(48, 64), num_frames=4, travel=0.5)
+    anchored = make_synthetic_dataset(tmp_path / "anchored", start_jitter=0.0, **kwargs)
+    for row in load_manifest(anchored.all_manifest).rows:
+        x0, y0, x1, y1 = (float(row.extra[k]) for k in ("start_x", "start_y", "end_x", "end_y"))
+        direction = row.extra["direction"]
+        start, end, extent = (x0, x1, 64) if direction in ("left", "right") else (y0, y1, 48)
+        # the start's distance to the edge behind the motion is the margin m, and the shape covers half of
+        # the free space extent - 2m (travel=0.5); manifests round centres to 0.01 px
+        margin = start if direction in ("right", "down") else extent - start
+        assert abs(end - start) == pytest.approx(0.5 * (extent - 2 * margin), abs=0.02)
+        assert (end > start) == (direction in ("right", "down"))
+    default = make_synthetic_dataset(tmp_path / "default", **kwargs)
+    jitter_one = make_synthetic_dataset(tmp_path / "one", start_jitter=1.0, **kwargs)
+    assert default.all_manifest.read_text() == jitter_one.all_manifest.read_text()
+    assert default.all_manifest.read_text() != anchored.all_manifest.read_text()
+    assert json.loads((anchored.root / "synth.json").read_text())["start_jitter"] == 0.0
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="colors must be a non-empty subset"):
         make_synthetic_dataset("/nonexistent", colors=["purple"])
@@ -167,3 +186,5 @@ def test_bad_arguments():
         make_synthetic_dataset("/nonexistent", shape_size=(0.2, 0.1))
     with pytest.raises(ValueError, match="texture_contrast must be in"):
         make_synthetic_dataset("/nonexistent", texture_contrast=-1)
+    with pytest.raises(ValueError, match=r"start_jitter must be in \[0, 1\]"):
+        make_synthetic_dataset("/nonexistent", start_jitter=1.5)

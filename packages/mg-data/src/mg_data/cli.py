@@ -81,6 +81,13 @@ def _add_synth(subparsers) -> None:
         default=0.6,
         help="distance moved over a clip, as a share of the free space (default 0.6)",
     )
+    parser.add_argument(
+        "--start-jitter",
+        type=float,
+        default=1.0,
+        help="share of the room along the motion where a clip may start; 0 starts every clip at the edge behind "
+        "its motion, so the direction also fixes where the shape is in each frame (default 1)",
+    )
     parser.add_argument("--crf", type=int, default=16, help="x264 quality, lower is better (default 16)")
     parser.add_argument(
         "--shape-size",
@@ -178,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 holdout_captions=args.holdout,
                 num_images=args.images,
                 travel=args.travel,
+                start_jitter=args.start_jitter,
                 crf=args.crf,
                 shape_size=args.shape_size,
                 texture_contrast=args.texture_contrast,

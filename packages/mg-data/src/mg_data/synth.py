@@ -146,6 +146,7 @@ def _clip_spec(
     rng: np.random.Generator,
     shape_size: tuple[float, float] = (0.11, 0.15),
     texture_contrast: float = 1.0,
+    start_jitter: float = 1.0,
 ) -> ClipSpec:
     height, width = size
     radius = float(rng.uniform(*shape_size) * min(height, width))
@@ -169,6 +170,13 @@ def _clip_spec(
             lo_y += distance
         # travel=1 leaves an empty range along the motion (up to rounding): start at its low end then
         hi_x, hi_y = max(hi_x, lo_x), max(hi_y, lo_y)
+        # start_jitter < 1 keeps the start within that share of the range, next to the edge behind the motion
+        if ux:
+            span = (1 - start_jitter) * (hi_x - lo_x)
+            lo_x, hi_x = (lo_x, hi_x - span) if ux > 0 else (lo_x + span, hi_x)
+        else:
+            span = (1 - start_jitter) * (hi_y - lo_y)
+            lo_y, hi_y = (lo_y, hi_y - span) if uy > 0 else (lo_y + span, hi_y)
         start = (float(rng.uniform(lo_x, hi_x)), float(rng.uniform(lo_y, hi_y)))
         end = (start[0] + ux * distance, start[1] + uy * distance)
     return ClipSpec(
@@ -225,6 +233,7 @@ def make_synthetic_dataset(
     verbose: bool = False,
     shape_size: Sequence[float] = (0.11, 0.15),
     texture_contrast: float = 1.0,
+    start_jitter: float = 1.0,
 ) -> SyntheticDataset:
     """Write `n` captioned mp4 clips (plus `num_images` png stills) and train/val/all manifests under `out`.
 
@@ -232,7 +241,9 @@ def make_synthetic_dataset(
     through all colour x shape x direction combinations in a seeded order, so every caption appears about
     equally often. Clips whose caption is in `holdout_captions` go only to the validation manifest (captions
     never seen in training); of the rest, a seeded `val_fraction` goes to validation too. `travel` is the
-    distance moved over the clip as a fraction of the free space along the direction. `shape_size` is the
+    distance moved over the clip as a fraction of the free space along the direction; `start_jitter` is the
+    share of the remaining room along the direction where a clip may start (0: always at the edge behind the
+    motion, so the direction also fixes where the shape is in every frame). `shape_size` is the
     (low, high) range of a shape's radius as a fraction of the shorter side; `texture_contrast` scales the
     backgrounds' texture (0 gives flat backgrounds): larger shapes on fainter textures are what a very small
     autoencoder learns first (the quickstart uses them). Layout:
@@ -262,6 +273,10 @@ def make_synthetic_dataset(
             f"shape_size must be a (low, high) radius range with 0.02 <= low <= high <= 0.3 (fractions of the "
             f"shorter side), got {shape_size}"
         )
+    if not 0 <= start_jitter <= 1:
+        raise ValueError(
+            f"start_jitter must be in [0, 1] (1 = start anywhere the motion fits), got {start_jitter}"
+        )
     if not 0 <= texture_contrast <= 4:
         raise ValueError(f"texture_contrast must be in [0, 4] (1 = default texture), got {texture_contrast}")
     combos = list(itertools.product(colors, shapes, directions))
@@ -285,7 +300,16 @@ def make_synthetic_dataset(
     splits: list[str] = []
     for index, (color, shape, direction) in enumerate(balanced(combos, n)):
         spec = _clip_spec(
-            color, shape, direction, (height, width), num_frames, travel, rng, shape_size, texture_contrast
+            color,
+            shape,
+            direction,
+            (height, width),
+            num_frames,
+            travel,
+            rng,
+            shape_size,
+            texture_contrast,
+            start_jitter,
         )
         relpath = f"videos/{index:06d}.mp4"
         write_video(out / relpath, render_clip(spec), fps=fps, crf=crf)
@@ -332,6 +356,7 @@ def make_synthetic_dataset(
         "crf": crf,
         "shape_size": list(shape_size),
         "texture_contrast": texture_contrast,
+        "start_jitter": start_jitter,
     }
     (out / "synth.json").write_text(json.dumps(settings, indent=2) + "\n")
     if verbose:
