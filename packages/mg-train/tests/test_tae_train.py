@@ -259,6 +259,7 @@ def test_sigterm_saves_a_checkpoint_that_resumes(synth, tmp_path):
         (("data.image_ratio=1.0",), "data.image_ratio=1.0"),
         (("data.crop=[3, 4]",), "data.crop=[3, 4]: height and width must be positive multiples of 2"),
         (("data.crop=[8, 32]",), "at most data.size=[16, 16]"),
+        (("loss.mse_weight=-1",), "loss.mse_weight=-1.0: must be >= 0"),
     ],
 )
 def test_bad_inputs_fail_before_any_work(synth, tmp_path, overrides, message):
@@ -266,6 +267,21 @@ def test_bad_inputs_fail_before_any_work(synth, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
         tae_train.run(_config(synth, out, *overrides))
     assert not out.exists()
+
+
+def test_mse_weight_adds_the_weighted_mean_squared_error(synth, tmp_path):
+    cfg = _config(synth, tmp_path, "loss.kl_weight=1e-3")
+    model = TemporalAutoencoder(tae_train.check_config(cfg))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (2, 3, 4, 16, 16)).astype(np.float32)
+    noise = rng.standard_normal((2, model.config.latent_channels, 2, 8, 8)).astype(np.float32)
+    recon = model(Tensor(x), Tensor(noise))[0].asnumpy()
+    plain = tae_train.make_objective(model, cfg.loss, None)(Tensor(x), Tensor(noise))
+    cfg.loss.mse_weight = 2.5
+    with_mse = tae_train.make_objective(model, cfg.loss, None)(Tensor(x), Tensor(noise))
+    np.testing.assert_allclose(with_mse[1].asnumpy(), np.abs(recon - x).mean(), rtol=1e-5)  # L1 unchanged
+    expected = plain[0].asnumpy() + 2.5 * np.square(recon.astype(np.float64) - x).mean()
+    np.testing.assert_allclose(with_mse[0].asnumpy(), expected, rtol=1e-5)
 
 
 DP_RECIPE = ("train.steps=3", "optim.grad_accum=2", "data.image_ratio=0.5", "optim.ema_decay=0.9")

@@ -166,7 +166,7 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
         tae_data.image_batch_size = cfg.tae_image_batch_size
     tae_cfg = TAETrainConfig(
         model=TAEModelConfig(preset="tiny"),
-        loss=TAELossConfig(kl_weight=1e-6),
+        loss=TAELossConfig(kl_weight=1e-6, mse_weight=4.0),
         data=tae_data,
         calibrate_latents=32,
         optim=OptimConfig(lr=2e-3, warmup_steps=20, schedule="cosine", min_lr=2e-4, grad_clip=1.0),

@@ -137,7 +137,7 @@ def check_config(cfg: TAETrainConfig) -> TAEConfig:
     loss = cfg.loss
     if loss.perceptual_weight > 0:
         _require_file(loss.lpips_weights, "loss.lpips_weights", "LPIPS VGG16 weights (safetensors)")
-    for key in ("kl_weight", "perceptual_weight", "opl_weight"):
+    for key in ("kl_weight", "mse_weight", "perceptual_weight", "opl_weight"):
         if getattr(loss, key) < 0:
             raise ConfigError(f"loss.{key}={getattr(loss, key)}: must be >= 0")
     if cfg.calibrate_latents < 0:
@@ -262,6 +262,7 @@ def make_objective(
 ) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
     """loss(x, noise) -> (total, mean L1, KL per pixel value); the total is what gets differentiated."""
     kl_weight, opl_weight, opl_r = loss_cfg.kl_weight, loss_cfg.opl_weight, loss_cfg.opl_r
+    mse_weight = loss_cfg.mse_weight
     perceptual_weight = loss_cfg.perceptual_weight if lpips is not None else 0.0
 
     def objective(x, noise):
@@ -270,6 +271,8 @@ def make_objective(
         pixels_per_sample = x.shape[1] * x.shape[2] * x.shape[3] * x.shape[4]
         kl = kl_loss(mean, logvar) / pixels_per_sample  # KL sum / number of pixel values
         total = l1 + kl_weight * kl
+        if mse_weight > 0:
+            total = total + mse_weight * ops.square(recon - x).mean()
         if opl_weight > 0:
             total = total + opl_weight * outlier_penalty_loss(mean + ops.exp(0.5 * logvar) * noise, opl_r)
         if perceptual_weight > 0:

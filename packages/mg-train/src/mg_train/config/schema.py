@@ -122,6 +122,12 @@ class TAELossConfig:
         "weight of the KL term; the KL (summed over latent elements) is divided by the number of pixel values, "
         "so 1e-6 balances L1 as in the reference recipe (which sums L1 per frame)",
     )
+    mse_weight: float = opt(
+        0.0,
+        "weight of a mean squared error added to L1 (0: off). L1 pulls as hard on a texture's small errors as on "
+        "a shape's wrong colour; the squared term pulls on large errors first (the quickstart's tiny TAE learns "
+        "colours with it)",
+    )
     perceptual_weight: float = opt(0.0, "weight of the per-frame LPIPS (needs lpips_weights)")
     lpips_weights: str | None = opt(None, "LPIPS VGG16 weights as safetensors (see mg-tae's README)")
     opl_weight: float = opt(
