@@ -89,8 +89,10 @@ def check_config(cfg: QuickstartConfig) -> None:
             f"num_images={cfg.num_images}, tae_image_ratio={cfg.tae_image_ratio}: need num_images >= 0 and "
             "0 <= tae_image_ratio < 1"
         )
-    if not 0.0 < cfg.travel <= 1.0:
-        raise ConfigError(f"travel={cfg.travel}: must be in (0, 1]")
+    if not 0.0 < cfg.travel <= 1.0 or not 0.0 <= cfg.start_jitter <= 1.0:
+        raise ConfigError(
+            f"travel={cfg.travel}, start_jitter={cfg.start_jitter}: need travel in (0, 1] and start_jitter in [0, 1]"
+        )
     lo, hi = cfg.shape_size
     if not 0.02 <= lo <= hi <= 0.3 or not 0.0 <= cfg.texture_contrast <= 4.0:
         raise ConfigError(
@@ -118,7 +120,11 @@ def make_data(cfg: QuickstartConfig, root: Path) -> tuple[SyntheticDataset, Path
     clips plus `num_images` stills written under `root/stills` (a separate set, so held-out captions, latent caches
     and the transformer see clips only)."""
     looks = dict(
-        size=cfg.size, shape_size=cfg.shape_size, texture_contrast=cfg.texture_contrast, travel=cfg.travel
+        size=cfg.size,
+        shape_size=cfg.shape_size,
+        texture_contrast=cfg.texture_contrast,
+        travel=cfg.travel,
+        start_jitter=cfg.start_jitter,
     )
     clips = make_synthetic_dataset(
         root, n=cfg.num_clips, seed=cfg.seed, num_frames=cfg.frames, fps=cfg.fps, **looks

@@ -318,6 +318,11 @@ class QuickstartConfig:
         0.6,
         "distance a shape moves over a clip, as a share of the free space (1: edge to edge)",
     )
+    start_jitter: float = opt(
+        0.0,
+        "share of the room along the motion where a clip may start (0: at the edge behind the motion, so the "
+        "direction word also fixes where the shape is in each frame; 1: anywhere the motion fits)",
+    )
     tae_steps: int = opt(220, "TAE training steps")
     tae_batch_size: int = opt(2, "TAE batch size of video steps")
     tae_image_batch_size: int = opt(8, "TAE batch size of image steps")
