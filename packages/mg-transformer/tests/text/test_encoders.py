@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from mg_transformer.text import TextEncoder
+from mg_transformer.text import TextEncoder, word_level_tokenizer
 
 
 def hf_masked_states(folder, model, torch, prompts, max_length):
@@ -87,3 +87,25 @@ def test_encode_warns_nothing_itself(byt5_folder):
         warnings.simplefilter("error")
         out = ours.encode(["abcdef"])  # the embedder, not the encoder, reports truncation
     assert out.dropped == [3] and out.dropped_text == ["def"]
+
+
+@pytest.mark.parametrize("name", ["ul2", "metaclip"])
+def test_preset_with_word_tokenizer_saves_and_reloads_the_same_encoder(tmp_path, name):
+    captions = ["a red circle moving left", "a blue square moving up"]
+    encoder = TextEncoder.preset(name, "tiny", seed=3, max_length=8, tokenizer=word_level_tokenizer(captions))
+    byte_encoder = TextEncoder.preset(name, "tiny", seed=3, max_length=8)
+    out = encoder.encode(captions)
+    # One token per word plus the EOS; the byte preset sees one per byte (cut at 8 here).
+    np.testing.assert_array_equal(out.mask.sum(1), [6, 6])
+    np.testing.assert_array_equal(byte_encoder.encode(captions).mask.sum(1), [8, 8])
+    encoder.save_pretrained(tmp_path / name)
+    reloaded = TextEncoder.from_pretrained(name, tmp_path / name, max_length=8)
+    again = reloaded.encode(captions)
+    np.testing.assert_array_equal(again.mask, out.mask)
+    np.testing.assert_allclose(again.emb, out.emb, rtol=1e-5, atol=1e-6)
+
+
+def test_preset_refuses_a_tokenizer_larger_than_its_vocabulary():
+    words = [f"w{i}" for i in range(400)]
+    with pytest.raises(ValueError, match="384 token embeddings; the tokenizer needs 403"):
+        TextEncoder.preset("ul2", "tiny", tokenizer=word_level_tokenizer([" ".join(words)]))

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mg_transformer.text import ByteTokenizer, HFTokenizer, load_tokenizer
+from mg_transformer.text import ByteTokenizer, HFTokenizer, load_tokenizer, word_level_tokenizer
 from mg_transformer.text.tokenization import pad_batch
 
 
@@ -97,3 +97,40 @@ def test_max_length_must_leave_room_for_text(bpe_tokenizer_dir):
         load_tokenizer(bpe_tokenizer_dir).encode(["a"], max_length=2)
     with pytest.raises(ValueError, match="no room"):
         ByteTokenizer().encode(["a"], max_length=1)
+
+
+def test_word_level_tokenizer_ids_follow_its_sorted_vocabulary(tmp_path):
+    texts = ["a red circle moving left", "A blue square, moving up"]
+    tokenizer = word_level_tokenizer(texts)
+    # Built by hand: specials first, then the lower-cased words and punctuation in sorted order.
+    vocab = [
+        "<pad>",
+        "</s>",
+        "<unk>",
+        *sorted({"a", "red", "circle", "moving", "left", "blue", "square", ",", "up"}),
+    ]
+    assert tokenizer.vocab_size == len(vocab)
+    (item, unknown) = tokenizer.encode(["A RED circle moving up", "a green circle"], max_length=8)
+    assert item.ids == [vocab.index(w) for w in ("a", "red", "circle", "moving", "up")] + [1]
+    assert unknown.ids == [vocab.index("a"), 2, vocab.index("circle"), 1]
+    (cut,) = tokenizer.encode(["a red circle moving left"], max_length=3)
+    assert cut.ids == [vocab.index("a"), vocab.index("red"), 1]
+    assert (cut.dropped, cut.dropped_text) == (3, "circle moving left")
+
+    tokenizer.save(tmp_path, max_length=8)
+    reloaded = load_tokenizer(tmp_path)
+    assert reloaded.pad_id == 0
+    assert [t.ids for t in reloaded.encode(texts, 8)] == [t.ids for t in tokenizer.encode(texts, 8)]
+
+
+def test_word_level_tokenizer_matches_transformers_after_saving(torch, tmp_path):
+    from transformers import AutoTokenizer
+
+    texts = ["a red circle moving left", "a blue square moving up", "a green triangle moving down"]
+    word_level_tokenizer(texts).save(tmp_path, max_length=8)
+    reference = AutoTokenizer.from_pretrained(tmp_path)
+    prompts = ["a red square moving down", "a purple circle moving left"]
+    ids, mask = ours_ids(load_tokenizer(tmp_path), prompts, 8)
+    expected_ids, expected_mask = hf_ids(reference, prompts, 8)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_array_equal(mask, expected_mask)

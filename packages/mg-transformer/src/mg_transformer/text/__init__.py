@@ -30,7 +30,7 @@ from mg_transformer.text.encoders import (
 )
 from mg_transformer.text.hf_io import HFWeights, SafetensorsFile
 from mg_transformer.text.t5 import T5Encoder, T5EncoderConfig
-from mg_transformer.text.tokenization import ByteTokenizer, HFTokenizer, load_tokenizer
+from mg_transformer.text.tokenization import ByteTokenizer, HFTokenizer, load_tokenizer, word_level_tokenizer
 
 __all__ = [
     "CACHE_FORMAT",
@@ -55,5 +55,6 @@ __all__ = [
     "quoted_text",
     "read_cache_entry",
     "read_meta",
+    "word_level_tokenizer",
     "write_text_cache",
 ]

@@ -243,17 +243,30 @@ class TextEncoder:
         *,
         max_length: int | None = None,
         dtype: ms.Type = ms.float32,
+        tokenizer: Tokenizer | None = None,
     ) -> TextEncoder:
-        """A random-initialised encoder with byte tokens, deterministic by `seed` (distinct per encoder name)."""
+        """A random-initialised encoder, deterministic by `seed` (distinct per encoder name), with byte tokens or
+        the given `tokenizer` (e.g. `word_level_tokenizer(captions)`; pad id 0 and EOS id 1 as the presets').
+
+        With a tokenizer the encoder is no longer described by its preset string: save it with
+        `save_pretrained` and refer to the folder."""
         check_encoder_name(name)
         if size not in PRESET_SIZES:
             raise ValueError(f"unknown preset size {size!r}; expected one of {', '.join(PRESET_SIZES)}")
         config = _PRESETS[size, name]
+        if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
+            raise ValueError(
+                f"preset {size!r} {name} has {config.vocab_size} token embeddings; the tokenizer needs "
+                f"{tokenizer.vocab_size}"
+            )
         model_cls = CLIPTextEncoder if ENCODER_ARCH[name] == "clip" else T5Encoder
         model = model_cls(replace(config), dtype).init_weights([seed, ENCODER_NAMES.index(name)])
         if max_length is None:
             max_length = PRESET_MAX_LENGTHS[size][name]
-        return cls(name, model, ByteTokenizer(), max_length, source=f"preset:{size}:seed={seed}")
+        source = f"preset:{size}:seed={seed}"
+        if tokenizer is None:
+            return cls(name, model, ByteTokenizer(), max_length, source=source)
+        return cls(name, model, tokenizer, max_length, source=f"{source}:custom-tokenizer")
 
     @classmethod
     def from_source(
