@@ -117,6 +117,23 @@ def test_the_copied_pipeline_samples_like_the_run(toy_run):
     np.testing.assert_array_equal(a, b)
 
 
+def test_text_encoders_read_one_token_per_caption_word(toy_run):
+    out, _ = toy_run
+    pipe = MovieGenPipeline.from_pretrained(out / "pipeline", jit=False)
+    assert pipe.text.names == ("ul2", "metaclip")
+    caption = load_manifest(out / "data" / "train.csv").rows[0].caption
+    words = caption.split()
+    embedded = pipe.text.embed([caption, "a red circle zigzagging left"])
+    for name in ("ul2", "metaclip"):
+        assert (out / "text_encoders" / name / "tokenizer.json").is_file()
+        _, mask = embedded[name]
+        # the words plus the EOS; an unknown word is one <unk> token, not its letters
+        np.testing.assert_array_equal(mask.sum(1), [len(words) + 1, 6])
+    cached = json.loads((out / "text" / "meta.json").read_text())["encoders"]
+    assert sorted(cached) == ["metaclip", "ul2"]
+    assert {entry["max_length"] for entry in cached.values()} == {quickstart.WORD_MAX_LENGTH}
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -126,6 +143,8 @@ def test_the_copied_pipeline_samples_like_the_run(toy_run):
         ("transformer_steps=0", "transformer_steps=0: must be at least 1"),
         ("tae_image_ratio=1.0", "tae_image_ratio=1.0: need num_images >= 0 and 0 <= tae_image_ratio < 1"),
         ("shape_size=[0.2, 0.1]", r"shape_size=\[0.2, 0.1\], texture_contrast=0.4: need 0.02 <= low <= high"),
+        ("text_encoders=[ul2, t5]", r"text_encoders=\['ul2', 't5'\]: expected one or more distinct names"),
+        ("text_encoders=[]", r"text_encoders=\[\]: expected one or more distinct names"),
         (
             "start_jitter=-0.5",
             r"travel=0.6, start_jitter=-0.5: need travel in \(0, 1\] and start_jitter in \[0, 1\]",

@@ -332,7 +332,12 @@ class QuickstartConfig:
         "TAE video steps train on random square crops of this side (null: whole clips); images train whole, "
         "evaluation uses whole clips",
     )
-    transformer_steps: int = opt(600, "transformer training steps")
+    text_encoders: list[str] = opt(
+        ["ul2", "metaclip"],
+        "tiny random-initialised text encoders (any of ul2, byt5, metaclip); ul2 and metaclip read one token "
+        "per word of the training captions' vocabulary, byt5 one per byte",
+    )
+    transformer_steps: int = opt(1200, "transformer training steps")
     transformer_batch_size: int = opt(16, "transformer batch size")
     transformer: dict[str, Any] = opt(
         {"num_layers": 4, "hidden_size": 128, "ffn_size": 352, "num_heads": 4},
