@@ -132,6 +132,53 @@ def test_latent_sampling_follows_the_posterior(tmp_path):
     assert not np.array_equal(z, store.sample("a.npz", np.random.default_rng(6)))
 
 
+def test_stores_keep_recent_entries_in_memory_within_the_limit(tmp_path, text_cache_writer):
+    """With `memory_mb`, a read entry is served again without its file (equal to a fresh read, read-only),
+    entries beyond the limit are dropped least recently used first, and 0 keeps nothing."""
+    rng = np.random.default_rng(2)
+    posteriors = {}
+    for name in ("a", "b", "c"):
+        mean = rng.standard_normal((4, 2, 8, 8)).astype(np.float32)  # 2 KiB each, 4 KiB with std
+        posteriors[name] = (mean, np.full_like(mean, 0.5))
+        write_latent(tmp_path / "lat", f"{name}.npz", *posteriors[name], **META)
+    fresh = {name: LatentStore(tmp_path / "lat").load(f"{name}.npz") for name in posteriors}
+    store = LatentStore(tmp_path / "lat", memory_mb=9 * 1024 / 2**20)  # room for two entries
+    for name in ("a", "b", "a", "c"):  # "b" is now the least recently used and is dropped for "c"
+        store.load(f"{name}.npz")
+    assert len(store.memory) == 2 and store.memory.bytes == 2 * 4096
+    for name in posteriors:
+        (tmp_path / "lat" / f"{name}.npz").unlink()
+    for name in ("a", "c"):
+        mean, std = store.load(f"{name}.npz")
+        np.testing.assert_array_equal(mean, fresh[name][0])
+        np.testing.assert_array_equal(std, fresh[name][1])
+        with pytest.raises(ValueError, match="read-only"):
+            mean[0, 0, 0, 0] = 1.0
+    z = store.sample("a.npz", np.random.default_rng(5))
+    np.testing.assert_array_equal(z, fresh["a"][0] + fresh["a"][1] * np.random.default_rng(5).standard_normal(
+        z.shape, dtype=np.float32))  # fmt: skip
+    with pytest.raises(CacheError, match=r"b\.npz: cache file not found"):
+        store.load("b.npz")
+    with pytest.raises(ValueError, match="memory_mb"):
+        LatentStore(tmp_path / "lat", memory_mb=-1)
+
+    written = text_cache_writer(
+        tmp_path / "text",
+        {"x.npz": {"ul2": 3}, "__null__.npz": {"ul2": 1}},
+        dims={"ul2": 6},
+        max_lengths={"ul2": 5},
+    )
+    kept, plain = TextEmbeddingStore(tmp_path / "text", memory_mb=1), TextEmbeddingStore(tmp_path / "text")
+    kept.get("x.npz")
+    (tmp_path / "text" / "ul2" / "x.npz").unlink()
+    emb, mask = kept.get("x.npz")["ul2"]
+    np.testing.assert_array_equal(emb[:3], written["ul2"]["x.npz"])
+    np.testing.assert_array_equal(mask, [1, 1, 1, 0, 0])
+    with pytest.raises(CacheError, match=r"x\.npz: cache file not found"):
+        plain.get("x.npz")
+    assert len(plain.memory) == 0
+
+
 def test_latent_writer_refuses_bad_input(tmp_path):
     writer = LatentCacheWriter(tmp_path, **META)
     good = np.zeros((4, 1, 2, 2), np.float32)

@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,44 @@ def _load_npz(path: Path, required: Sequence[str]) -> dict[str, np.ndarray]:
         raise CacheError(f"{path}: unreadable npz ({type(exc).__name__}: {exc})") from exc
 
 
+class LoadedEntries:
+    """Cache entries already read, kept in memory up to `limit_mb` (least recently used dropped first).
+
+    Reading and unpacking an npz costs ~1 ms per entry: for small latents that is as much as a training step of a
+    tiny model spends on its batch. Arrays kept here are made read-only, so a caller that modifies one fails
+    loudly instead of changing what later reads return. `limit_mb=0` keeps nothing.
+    """
+
+    def __init__(self, limit_mb: float = 0.0):
+        if not limit_mb >= 0:
+            raise ValueError(f"memory_mb must be >= 0, got {limit_mb}")
+        self.limit_bytes = int(limit_mb * 2**20)
+        self.bytes = 0
+        self._entries: OrderedDict[Hashable, tuple[np.ndarray, ...]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable) -> tuple[np.ndarray, ...] | None:
+        arrays = self._entries.get(key)
+        if arrays is not None:
+            self._entries.move_to_end(key)
+        return arrays
+
+    def put(self, key: Hashable, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        size = sum(a.nbytes for a in arrays)
+        if size > self.limit_bytes or key in self._entries:
+            return arrays
+        for array in arrays:
+            array.flags.writeable = False
+        self._entries[key] = arrays
+        self.bytes += size
+        while self.bytes > self.limit_bytes:
+            _, dropped = self._entries.popitem(last=False)
+            self.bytes -= sum(a.nbytes for a in dropped)
+        return arrays
+
+
 def _read_meta(root: Path, expected_format: str) -> dict | None:
     path = root / "meta.json"
     if not path.is_file():
@@ -96,7 +135,8 @@ class TextEmbeddingStore:
     Open a cache written by mg_transformer.text with `TextEmbeddingStore(root)` (meta.json gives the encoders),
     or the reference implementation's folders (files already padded to L, no meta.json) with
     `TextEmbeddingStore.from_folders({"ul2": dir1, "byt5": dir2})`. `encoders` selects a subset;
-    `max_lengths` overrides meta's lengths (e.g. a smaller model).
+    `max_lengths` overrides meta's lengths (e.g. a smaller model). `memory_mb` keeps up to that many MB of
+    loaded entries in memory (`LoadedEntries`: read-only arrays, least recently used dropped first).
     """
 
     def __init__(
@@ -104,8 +144,10 @@ class TextEmbeddingStore:
         root: str | os.PathLike,
         encoders: Sequence[str] | None = None,
         max_lengths: Mapping[str, int] | None = None,
+        memory_mb: float = 0.0,
     ):
         self.root = Path(root)
+        self.memory = LoadedEntries(memory_mb)
         meta = _read_meta(self.root, TEXT_FORMAT)
         if meta is None:
             found = sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
@@ -134,10 +176,12 @@ class TextEmbeddingStore:
         cls,
         folders: Mapping[str, str | os.PathLike],
         max_lengths: Mapping[str, int] | None = None,
+        memory_mb: float = 0.0,
     ) -> TextEmbeddingStore:
         """A store over one folder per encoder (reference layout: `<folder>/<key>.npz`, padded `text_emb`/`mask`)."""
         store = cls.__new__(cls)
         store.root = None
+        store.memory = LoadedEntries(memory_mb)
         specs = {name: EncoderSpec(name, None, None) for name in folders}
         store._init(specs, {name: Path(folder) for name, folder in folders.items()}, None, max_lengths)
         return store
@@ -169,6 +213,12 @@ class TextEmbeddingStore:
 
     def load(self, encoder: str, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(embedding (L, D) float32, mask (L,) uint8) of one encoder, padded with zeros / truncated to max_length."""
+        kept = self.memory.get((encoder, key))
+        if kept is not None:
+            return kept
+        return self.memory.put((encoder, key), self._read(encoder, key))
+
+    def _read(self, encoder: str, key: str) -> tuple[np.ndarray, np.ndarray]:
         spec = self.specs[encoder]
         path = self.path(encoder, key)
         data = _load_npz(path, ("text_emb",))
@@ -248,10 +298,14 @@ class LatentMeta:
 
 
 class LatentStore:
-    """Reads cached TAE posteriors (mean, std) and draws latents `z = mean + std * eps` (unscaled, contracts 3)."""
+    """Reads cached TAE posteriors (mean, std) and draws latents `z = mean + std * eps` (unscaled, contracts 3).
 
-    def __init__(self, root: str | os.PathLike):
+    `memory_mb` keeps up to that many MB of loaded posteriors in memory (`LoadedEntries`: read-only arrays).
+    """
+
+    def __init__(self, root: str | os.PathLike, memory_mb: float = 0.0):
         self.root = Path(root)
+        self.memory = LoadedEntries(memory_mb)
         meta = _read_meta(self.root, LATENT_FORMAT)
         if meta is None:
             raise CacheError(f"{self.root / 'meta.json'}: not found (a latent cache needs meta.json)")
@@ -265,6 +319,9 @@ class LatentStore:
 
     def load(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std), each (C, T', h, w) float32."""
+        kept = self.memory.get(key)
+        if kept is not None:
+            return kept
         path = self.path(key)
         data = _load_npz(path, ("latent_mean", "latent_std"))
         mean, std = (
@@ -272,7 +329,7 @@ class LatentStore:
             data["latent_std"].astype(np.float32, copy=False),
         )
         _check_latent_pair(mean, std, self.meta.latent_channels, os.fspath(path))
-        return mean, std
+        return self.memory.put(key, (mean, std))
 
     def shape(self, key: str) -> tuple[int, ...]:
         """(C, T', h, w) of a cached latent, read from the npz header without loading the arrays."""
