@@ -236,10 +236,27 @@ def test_online_text_equals_the_text_cache(data, tmp_path):
     assert any(not np.allclose(a[k], weights_at_init()[k]) for k in a)  # it did train
 
 
-def test_jit_training_equals_eager(data, eager_run, tmp_path):
-    """`train.jit` compiles forward+backward (and the validation forward): same weights as eager."""
-    run(train_config(data, tmp_path / "jit", train={"steps": 2, "jit": True}))
-    a, b = weights(tmp_path / "jit"), weights(eager_run)
+def test_jit_training_equals_eager(data, tmp_path):
+    """`train.jit` compiles forward+backward (and the validation forward) and the gradient norm and clipping:
+    same weights and gradient norms as eager, with clipping at work (norms above optim.grad_clip)."""
+    runs = {}
+    for jit in (False, True):
+        runs[jit] = tmp_path / f"jit_{jit}"
+        run(train_config(data, runs[jit], optim={"grad_clip": 0.3}, train={"steps": 2, "jit": jit}))
+    a, b = weights(runs[True]), weights(runs[False])
+    for key in b:
+        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=2e-6, err_msg=key)
+    norms = [m["grad_norm"] for m in metrics(runs[True]) if "grad_norm" in m]
+    assert norms == pytest.approx(
+        [m["grad_norm"] for m in metrics(runs[False]) if "grad_norm" in m], rel=1e-5
+    )
+    assert min(norms) > 0.3
+
+
+def test_jit_ema_equals_eager(data, ema_run, tmp_path):
+    """The compiled EMA update exports the same averaged weights as the eager one."""
+    run(train_config(data, tmp_path / "jit", optim={"ema_decay": 0.5}, train={"steps": 2, "jit": True}))
+    a, b = weights(tmp_path / "jit"), weights(ema_run)
     for key in b:
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=2e-6, err_msg=key)
 
@@ -475,6 +492,7 @@ def test_ema_weights_are_exported(ema_run, eager_run):
         ({"model": {"overrides": {**TINY_MODEL, "pos_embed_max_size": [1, 4, 4]}}}, "pos_embed_max_size"),
         ({"train": {"val_every": 5}}, "needs data.val_manifest"),
         ({"train": {"resume": "/no/ckpt"}}, "train.resume=/no/ckpt"),
+        ({"data": {"cache_memory_mb": -1}}, "data.cache_memory_mb must be >= 0"),
     ],
 )
 def test_bad_configs_fail_before_any_work(data, tmp_path, change, message):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, ops
 
@@ -12,10 +13,11 @@ class EMA:
     """`shadow = decay * shadow + (1 - decay) * param`, updated after every optimizer step.
 
     The shadow copies live next to the weights (device memory on Ascend) and are saved in checkpoints under the
-    parameter names, so `copy_to(model)` can swap them in for validation and sampling.
+    parameter names, so `copy_to(model)` can swap them in for validation and sampling. With `jit` the update is
+    one compiled graph (eagerly it is three launches per parameter: ~100 ms per step for a 70-tensor model on CPU).
     """
 
-    def __init__(self, params: Iterable[Parameter], decay: float):
+    def __init__(self, params: Iterable[Parameter], decay: float, jit: bool = False):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay = decay
@@ -24,8 +26,12 @@ class EMA:
         self.shadow = [
             Parameter(p.value().copy(), name=f"ema.{p.name}", requires_grad=False) for p in self.params
         ]
+        self._update = _compiled_update(self.shadow, self.params, decay) if jit else None
 
     def update(self) -> None:
+        if self._update is not None:
+            self._update()
+            return
         for shadow, param in zip(self.shadow, self.params, strict=True):
             ops.assign(shadow, shadow * self.decay + param * (1.0 - self.decay))
 
@@ -37,10 +43,24 @@ class EMA:
         if missing:
             raise KeyError(f"EMA state lacks {len(missing)} parameters, e.g. {missing[:3]}")
         for name, shadow in zip(self.names, self.shadow, strict=True):
-            shadow.set_data(Tensor(arrays[name], shadow.dtype))
+            # in place: a compiled update keeps the buffers it was compiled with
+            ops.assign(shadow, Tensor(np.asarray(arrays[name]).reshape(shadow.shape), shadow.dtype))
 
     def copy_to(self, params: Iterable[Parameter]) -> None:
         """Overwrite `params` (matched by name) with the averaged values."""
         by_name = dict(zip(self.names, self.shadow, strict=True))
         for param in params:
             param.set_data(by_name[param.name].value().copy())
+
+
+def _compiled_update(shadows: list[Parameter], params: list[Parameter], decay: float):
+    """The EMA update of all shadows as one `mindspore.jit` graph."""
+    shadow_tuple, param_tuple = ms.ParameterTuple(shadows), ms.ParameterTuple(params)
+    count = len(shadows)
+
+    def update():
+        for i in range(count):
+            ops.assign(shadow_tuple[i], shadow_tuple[i] * decay + param_tuple[i] * (1.0 - decay))
+        return True
+
+    return ms.jit(update)

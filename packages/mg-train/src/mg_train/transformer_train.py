@@ -196,6 +196,7 @@ def check_inputs(cfg: TransformerTrainConfig) -> None:
         need(cfg.train.resume, "train.resume", "a checkpoint or a run directory with checkpoints")
     checks = [
         (cfg.train.steps >= 0, "train.steps must be >= 0"),
+        (cfg.data.cache_memory_mb >= 0, "data.cache_memory_mb must be >= 0 (0 keeps nothing in memory)"),
         (cfg.optim.grad_accum >= 1, "optim.grad_accum must be >= 1"),
         (0.0 <= cfg.flow.text_dropout <= 1.0, "flow.text_dropout must be in [0, 1]"),
         (cfg.flow.val_timesteps >= 1, "flow.val_timesteps must be >= 1"),
@@ -233,12 +234,15 @@ class TextSource:
         self.embedder: TextEmbedder | None = None
         self._memo: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
         max_lengths = dict(cfg.text.max_lengths) or None
+        self.memory_mb = cfg.data.cache_memory_mb
         if cfg.text_cache:
             store = TextEmbeddingStore(cfg.text_cache, max_lengths=max_lengths)
             order = [n for n in ENCODER_NAMES if n in store.specs] + [
                 n for n in store.specs if n not in ENCODER_NAMES
             ]
-            self.store = TextEmbeddingStore(cfg.text_cache, encoders=order, max_lengths=max_lengths)
+            self.store = TextEmbeddingStore(
+                cfg.text_cache, encoders=order, max_lengths=max_lengths, memory_mb=self.memory_mb
+            )
             specs = self.store.specs
             self.dims = {n: int(specs[n].dim) for n in order}
             self.lengths = {n: int(specs[n].max_length) for n in order}
@@ -270,7 +274,10 @@ class TextSource:
         self.names = tuple(names)
         if self.store is not None:
             self.store = TextEmbeddingStore(
-                self.store.root, encoders=list(names), max_lengths={n: self.lengths[n] for n in names}
+                self.store.root,
+                encoders=list(names),
+                max_lengths={n: self.lengths[n] for n in names},
+                memory_mb=self.memory_mb,
             )
 
     def batch_keys(self) -> list[str]:
@@ -449,7 +456,7 @@ def make_dataset(
         hflip=data.hflip,
         buckets=buckets,
         text_cache=text.store,
-        latent_cache=latent_cache,
+        latent_cache=LatentStore(latent_cache, memory_mb=data.cache_memory_mb) if latent_cache else None,
         seed=cfg.train.seed,
     )
 
@@ -594,8 +601,8 @@ def run(cfg: TransformerTrainConfig) -> Path:
     parallelize_transformer(model, ctx)
     apply_precision(model, precision)
     zero, optimizer = engine.build_optimizer(model, cfg.optim, ctx, zero_stage=cfg.parallel.zero_stage)
-    ema = EMA(zero.params, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
-    stepper = engine.OptimizerStep(zero, optimizer, cfg.optim, cfg.train.steps, ctx, ema)
+    ema = EMA(zero.params, cfg.optim.ema_decay, jit=cfg.train.jit) if cfg.optim.ema_decay else None
+    stepper = engine.OptimizerStep(zero, optimizer, cfg.optim, cfg.train.steps, ctx, ema, jit=cfg.train.jit)
     grad_step, eval_loss = make_step_functions(
         model, text.null(), cfg.flow.sigma_min, zero.params, cfg.train.jit
     )
@@ -723,7 +730,7 @@ def make_step_functions(
 ):
     """(grad_step, eval_loss): the rectified-flow loss for given latents, text, t, noise and text-dropout flags,
     forward+backward returning (loss, grads w.r.t. `params`), and the forward alone without dropout; both
-    compiled with `mindspore.jit` when `jit` (the optimizer update stays eager).
+    compiled with `mindspore.jit` when `jit` (the optimizer step compiles its own pieces: `engine.OptimizerStep`).
 
     The loss is `mg_transformer`'s `drop_text` + `rectified_flow_loss` called on the model directly: wrapping
     the model in a cell (`RectifiedFlowLoss`) would make MindSpore prefix its parameter names with `model.`,

@@ -63,7 +63,11 @@ class RunConfig:
         "auto",
         "'auto': continue from the latest checkpoint in output_dir if any; a checkpoint path; null: start fresh",
     )
-    jit: bool = opt(True, "compile the forward+backward pass with mindspore.jit (faster on CPU and Ascend)")
+    jit: bool = opt(
+        True,
+        "compile the forward+backward pass, the gradient norm and clipping and the EMA update with mindspore.jit "
+        "(faster on CPU and Ascend)",
+    )
     precision: Literal["auto", "fp32", "bf16"] = opt(
         "auto", "auto = bf16 on Ascend, fp32 elsewhere (bf16 matmul has no CPU kernel)"
     )
@@ -90,6 +94,12 @@ class DataConfig:
     aspect_ratios: list[str] = opt(["1:1"], "aspect-ratio buckets, e.g. ['1:1', '16:9', '9:16']")
     random_crop: bool = opt(False, "random instead of centre crops")
     hflip: bool = opt(False, "random horizontal flips (off for data whose captions name left/right)")
+    cache_memory_mb: float = opt(
+        1024.0,
+        "train only: MB of each cache's (latents, text embeddings) entries a process keeps in memory once read "
+        "(least recently used dropped first; reading an npz costs about as much as a tiny model's step); 0 reads "
+        "every sample from disk",
+    )
     crop: tuple[int, int] | None = opt(
         None,
         "tae-train only: train video micro-batches on random (height, width) crops of the `size` clips, the same "
