@@ -4,6 +4,7 @@ numbers agree with what is on disk (re-read independently), and bad settings fai
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -108,9 +109,14 @@ def test_report_matches_the_files_on_disk(toy_run):
     assert report["samples"]["color_accuracy"] == pytest.approx(accuracy)
 
 
-def test_the_copied_pipeline_samples_like_the_run(toy_run):
+def test_the_copied_pipeline_samples_like_the_run(toy_run, tmp_path):
+    """`<output_dir>/pipeline` carries its text encoders (relative paths in pipeline.json): moved elsewhere, it
+    samples exactly like the transformer run's pipeline, which refers to `<output_dir>/text_encoders`."""
     out, _ = toy_run
-    ours = MovieGenPipeline.from_pretrained(out / "pipeline", jit=False)
+    spec = json.loads((out / "pipeline" / "pipeline.json").read_text())["text"]["encoders"]
+    assert spec == {"ul2": "text_encoders/ul2", "metaclip": "text_encoders/metaclip"}
+    shutil.copytree(out / "pipeline", tmp_path / "moved")
+    ours = MovieGenPipeline.from_pretrained(tmp_path / "moved", jit=False)
     theirs = MovieGenPipeline.from_pretrained(out / "transformer_run", jit=False)
     a = ours.generate(["a red circle moving left"], steps=2, cfg_scale=3.0, seed=1)[0]
     b = theirs.generate(["a red circle moving left"], steps=2, cfg_scale=3.0, seed=1)[0]

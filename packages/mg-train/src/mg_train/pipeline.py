@@ -6,6 +6,7 @@ of a transformer run (`<run>/pipeline/`):
     pipeline.json    sizes, frame rate, text-encoder spec, example prompts, limits
     transformer/     MovieGenTransformer.save_pretrained
     tae/             TemporalAutoencoder.save_pretrained
+    text_encoders/   optional: small text encoders the spec refers to by relative path (`bundle_text_encoders`)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from mg_transformer import MovieGenTransformer, sample
 from mg_transformer.text import TextEmbedder
 
 PIPELINE_FILE = "pipeline.json"
+TEXT_ENCODERS_DIR = "text_encoders"  # bundled text encoders (`bundle_text_encoders`)
 FORMAT = "mg-pipeline"
 SPATIAL_MULTIPLE = 16  # TAE 8x times the transformer's 2x2 patches
 TEMPORAL_COMPRESSION = 8
@@ -63,11 +65,37 @@ class PipelineInfo:
         return cls(**data)
 
 
-def text_embedder_from_spec(spec: dict[str, Any]) -> TextEmbedder:
-    """Rebuild the text encoders recorded in pipeline.json (`encoders`: name -> folder or preset)."""
-    return TextEmbedder(
-        spec["encoders"], seed=spec.get("seed", 0), max_lengths=spec.get("max_lengths") or None
-    )
+def text_embedder_from_spec(spec: dict[str, Any], base: Path | None = None) -> TextEmbedder:
+    """Rebuild the text encoders recorded in pipeline.json (`encoders`: name -> folder or preset). A relative
+    folder is looked up in the pipeline folder `base` first (encoders bundled by `bundle_text_encoders`)."""
+    encoders = {}
+    for name, source in spec["encoders"].items():
+        inside = base / source if base is not None and not Path(source).is_absolute() else None
+        encoders[name] = str(inside) if inside is not None and inside.is_dir() else source
+    return TextEmbedder(encoders, seed=spec.get("seed", 0), max_lengths=spec.get("max_lengths") or None)
+
+
+def bundle_text_encoders(path: str | os.PathLike) -> list[str]:
+    """Copy the text-encoder folders a pipeline refers to into `<pipeline>/text_encoders/<name>` and point
+    pipeline.json at them, so the folder samples wherever it is moved. Meant for small encoders (the quickstart's
+    tiny ones); presets stay as they are. Returns the names of the encoders copied."""
+    folder = resolve_pipeline_dir(path)
+    info_path = folder / PIPELINE_FILE
+    info = json.loads(info_path.read_text())
+    copied = []
+    for name, source in info["text"]["encoders"].items():
+        source_dir = Path(source) if Path(source).is_absolute() else folder / source
+        target = Path(TEXT_ENCODERS_DIR) / name
+        if not source_dir.is_dir() or source_dir.resolve() == (folder / target).resolve():
+            continue
+        shutil.rmtree(folder / target, ignore_errors=True)
+        shutil.copytree(source_dir, folder / target)
+        info["text"]["encoders"][name] = target.as_posix()
+        copied.append(name)
+    tmp = info_path.with_name(f".{info_path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(info, indent=1))
+    os.replace(tmp, info_path)
+    return copied
 
 
 class MovieGenPipeline:
@@ -106,7 +134,7 @@ class MovieGenPipeline:
         info = PipelineInfo.load(folder / PIPELINE_FILE)
         transformer = MovieGenTransformer.from_pretrained(folder / "transformer")
         tae = TemporalAutoencoder.from_pretrained(folder / "tae")
-        return cls(transformer, tae, text_embedder_from_spec(info.text), info, jit=jit)
+        return cls(transformer, tae, text_embedder_from_spec(info.text, folder), info, jit=jit)
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write the pipeline folder; it replaces an existing one only once complete."""

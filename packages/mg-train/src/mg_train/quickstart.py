@@ -48,7 +48,7 @@ from mg_train.config.schema import (
     TransformerTrainConfig,
 )
 from mg_train.paths import METRICS, PIPELINE_DIR
-from mg_train.pipeline import MovieGenPipeline, save_media, slugify
+from mg_train.pipeline import MovieGenPipeline, bundle_text_encoders, save_media, slugify
 from mg_transformer.text import ENCODER_NAMES, TextEncoder, word_level_tokenizer
 
 # Token limit of the word-level tiny encoders: the synthetic captions have 5 words (+ EOS); room for longer prompts.
@@ -277,10 +277,11 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
     )
     run_dir = timer.run("5/6 train the transformer", lambda: transformer_train.run(tf_cfg))
     # The pipeline also at <output_dir>/pipeline: where `mg-demo` and `mg-train sample --checkpoint
-    # <output_dir>` look for it.
+    # <output_dir>` look for it; with its (tiny) text encoders inside, so it samples wherever it is moved.
     pipeline = out / PIPELINE_DIR
     shutil.rmtree(pipeline, ignore_errors=True)
     shutil.copytree(Path(run_dir) / PIPELINE_DIR, pipeline)
+    bundle_text_encoders(pipeline)
 
     samples = timer.run("6/6 sample held-out captions", lambda: _sample_and_check(cfg, data, pipeline, out))
     rusage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
