@@ -147,6 +147,7 @@ def test_text_encoders_read_one_token_per_caption_word(toy_run):
         ("tae_crop=48", "tae_crop=48: must be a multiple of 8 between 8 and size=32"),
         ("num_clips=5", "num_clips=5: need at least 10"),
         ("transformer_steps=0", "transformer_steps=0: must be at least 1"),
+        ("transformer_lr=0", "transformer_lr=0.0: must be > 0"),
         ("tae_image_ratio=1.0", "tae_image_ratio=1.0: need num_images >= 0 and 0 <= tae_image_ratio < 1"),
         ("shape_size=[0.2, 0.1]", r"shape_size=\[0.2, 0.1\], texture_contrast=0.4: need 0.02 <= low <= high"),
         ("text_encoders=[ul2, t5]", r"text_encoders=\['ul2', 't5'\]: expected one or more distinct names"),

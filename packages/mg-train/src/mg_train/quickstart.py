@@ -118,6 +118,8 @@ def check_config(cfg: QuickstartConfig) -> None:
         raise ConfigError(
             f"text_encoders={list(cfg.text_encoders)}: expected one or more distinct names of {', '.join(ENCODER_NAMES)}"
         )
+    if not cfg.transformer_lr > 0:
+        raise ConfigError(f"transformer_lr={cfg.transformer_lr}: must be > 0")
     if cfg.sample_prompts < 1 or cfg.sample_steps < 1:
         raise ConfigError("sample_prompts and sample_steps must be at least 1")
 
@@ -263,7 +265,13 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
         text_cache=str(text_cache),
         flow=FlowConfig(text_dropout=0.1),
         data=clip_data(cfg.transformer_batch_size),
-        optim=OptimConfig(lr=1e-3, warmup_steps=50, schedule="cosine", min_lr=1e-4, grad_clip=1.0),
+        optim=OptimConfig(
+            lr=cfg.transformer_lr,
+            warmup_steps=50,
+            schedule="cosine",
+            min_lr=cfg.transformer_lr / 10,
+            grad_clip=1.0,
+        ),
         train=RunConfig(
             output_dir=str(out / "transformer_run"),
             steps=cfg.transformer_steps,

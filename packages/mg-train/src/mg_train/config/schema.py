@@ -347,7 +347,10 @@ class QuickstartConfig:
         "tiny random-initialised text encoders (any of ul2, byt5, metaclip); ul2 and metaclip read one token "
         "per word of the training captions' vocabulary, byt5 one per byte",
     )
-    transformer_steps: int = opt(1200, "transformer training steps")
+    transformer_steps: int = opt(1400, "transformer training steps")
+    transformer_lr: float = opt(
+        3e-3, "peak learning rate of the transformer (50 warmup steps, cosine decay to a tenth of it)"
+    )
     transformer_batch_size: int = opt(16, "transformer batch size")
     transformer: dict[str, Any] = opt(
         {"num_layers": 4, "hidden_size": 128, "ffn_size": 352, "num_heads": 4},
