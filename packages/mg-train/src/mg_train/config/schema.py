@@ -65,7 +65,7 @@ class RunConfig:
     )
     jit: bool = opt(
         True,
-        "compile the forward+backward pass, the gradient norm and clipping and the EMA update with mindspore.jit "
+        "compile the forward+backward pass, the global gradient norm and the EMA update with mindspore.jit "
         "(faster on CPU and Ascend)",
     )
     precision: Literal["auto", "fp32", "bf16"] = opt(
@@ -347,7 +347,7 @@ class QuickstartConfig:
         "tiny random-initialised text encoders (any of ul2, byt5, metaclip); ul2 and metaclip read one token "
         "per word of the training captions' vocabulary, byt5 one per byte",
     )
-    transformer_steps: int = opt(1400, "transformer training steps")
+    transformer_steps: int = opt(1300, "transformer training steps")
     transformer_lr: float = opt(
         3e-3, "peak learning rate of the transformer (50 warmup steps, cosine decay to a tenth of it)"
     )
