@@ -14,7 +14,7 @@ class EMA:
 
     The shadow copies live next to the weights (device memory on Ascend) and are saved in checkpoints under the
     parameter names, so `copy_to(model)` can swap them in for validation and sampling. With `jit` the update is
-    one compiled graph (eagerly it is three launches per parameter: ~100 ms per step for a 70-tensor model on CPU).
+    one compiled graph (eagerly it is three synchronous launches per parameter on CPU).
     """
 
     def __init__(self, params: Iterable[Parameter], decay: float, jit: bool = False):

@@ -127,7 +127,7 @@ class OptimizerStep:
         # step for a 70-tensor model), compiled ~5 ms, and it compiles in ~1 s (graphs run its collectives too,
         # shards summed over ranks under ZeRO-2/3). The clip stays eager: one launch per gradient, while compiling
         # its 284-tensor output for the TAE took 22 s.
-        self._norm = _compiled(_norm_function(zero.norm)) if jit else zero.norm
+        self._norm = _compiled_norm(zero.norm) if jit else zero.norm
 
     def lr_at(self, step: int) -> float:
         base = learning_rate(
@@ -188,20 +188,17 @@ class OptimizerStep:
         self.consecutive_nonfinite = int(state.get("consecutive_nonfinite", 0))
 
 
-def _norm_function(norm: nn.Cell):
+def _compiled_norm(norm: nn.Cell):
+    """`norm(grads)` as one `mindspore.jit` graph; the gradient tuple is passed as a mutable input (a plain tuple
+    of tensors would be a compile-time constant, compiled again every step)."""
+
     def global_norm(grads):
         return norm(grads)
 
-    return global_norm
+    compiled = ms.jit(global_norm)
 
-
-def _compiled(function):
-    """`function(grads, *rest)` compiled once: the gradient tuple is passed as a mutable input (a plain tuple of
-    tensors would be a compile-time constant, compiled again every step)."""
-    compiled = ms.jit(function)
-
-    def call(grads, *rest):
-        return compiled(ms.mutable(tuple(grads)), *rest)
+    def call(grads):
+        return compiled(ms.mutable(tuple(grads)))
 
     return call
 
