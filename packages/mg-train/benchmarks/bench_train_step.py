@@ -2,8 +2,7 @@
 
 One step is exactly what the training loop runs: the rectified-flow loss forward + backward over the model's
 parameters (`transformer_train.make_step_functions`, compiled or not) and the optimizer step
-(`engine.OptimizerStep`: reduce, global norm, non-finite check, clip, scheduled LR, AdamW; with jit the global
-norm is compiled too). Inputs are random, shaped like
+(`engine.OptimizerStep`: reduce, global norm, non-finite check, clip, scheduled LR, AdamW; eager in both modes). Inputs are random, shaped like
 the runs they stand for; text is three tiny-encoder embeddings (64, 48, 32 wide) of 64 tokens each.
 
     python packages/mg-train/benchmarks/bench_train_step.py [--repeats 5] [--only tiny,quickstart]
@@ -62,7 +61,7 @@ def build(overrides: dict, jit: bool):
     ctx = mp.init_parallel()
     optim = OptimConfig(lr=1e-4, warmup_steps=10, grad_clip=1.0)
     zero, optimizer = engine.build_optimizer(model, optim, ctx)
-    stepper = engine.OptimizerStep(zero, optimizer, optim, 1000, ctx, jit=jit)
+    stepper = engine.OptimizerStep(zero, optimizer, optim, 1000, ctx)
     null = ([np.zeros((TEXT_TOKENS, d), np.float32) for d in TEXT_DIMS.values()],) * 1
     null = (null[0], [np.zeros(TEXT_TOKENS, np.float32) for _ in TEXT_DIMS])
     grad_step, _ = make_step_functions(model, null, 1e-5, zero.params, jit)

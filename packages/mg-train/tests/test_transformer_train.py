@@ -237,8 +237,8 @@ def test_online_text_equals_the_text_cache(data, tmp_path):
 
 
 def test_jit_training_equals_eager(data, tmp_path):
-    """`train.jit` compiles forward+backward (and the validation forward) and the global gradient norm: same
-    weights and gradient norms as eager, with clipping at work (norms above optim.grad_clip)."""
+    """`train.jit` compiles forward+backward (and the validation forward): same weights and gradient norms as
+    eager, with clipping at work (norms above optim.grad_clip)."""
     runs = {}
     for jit in (False, True):
         runs[jit] = tmp_path / f"jit_{jit}"

@@ -102,7 +102,6 @@ class OptimizerStep:
         total_steps: int,
         ctx: mp.ParallelContext,
         ema: EMA | None = None,
-        jit: bool = False,
     ):
         self.zero, self.optimizer, self.cfg, self.total_steps, self.ctx, self.ema = (
             zero,
@@ -123,11 +122,6 @@ class OptimizerStep:
         )
         self.consecutive_nonfinite = 0
         self.skipped_total = 0
-        # The global norm compiled: eagerly it is several synchronous launches per gradient (on CPU ~30 ms per
-        # step for a 70-tensor model), compiled ~5 ms, and it compiles in ~1 s (graphs run its collectives too,
-        # shards summed over ranks under ZeRO-2/3). The clip stays eager: one launch per gradient, while compiling
-        # its 284-tensor output for the TAE took 22 s.
-        self._norm = _compiled_norm(zero.norm) if jit else zero.norm
 
     def lr_at(self, step: int) -> float:
         base = learning_rate(
@@ -150,7 +144,7 @@ class OptimizerStep:
         grads = tuple(g * scale for g in grad_sum) if micro_batches > 1 else tuple(grad_sum)
         loss = self.global_mean(loss_sum) * scale
         reduced = self.zero.reducer(grads)
-        norm_tensor = self._norm(reduced)
+        norm_tensor = self.zero.norm(reduced)
         norm = float(norm_tensor.asnumpy())
         lr = self.lr_at(step)
         if not (math.isfinite(loss) and math.isfinite(norm)):
@@ -186,21 +180,6 @@ class OptimizerStep:
             self.plateau.load_state_dict(state["plateau"])
         self.skipped_total = int(state.get("skipped_total", 0))
         self.consecutive_nonfinite = int(state.get("consecutive_nonfinite", 0))
-
-
-def _compiled_norm(norm: nn.Cell):
-    """`norm(grads)` as one `mindspore.jit` graph; the gradient tuple is passed as a mutable input (a plain tuple
-    of tensors would be a compile-time constant, compiled again every step)."""
-
-    def global_norm(grads):
-        return norm(grads)
-
-    compiled = ms.jit(global_norm)
-
-    def call(grads):
-        return compiled(ms.mutable(tuple(grads)))
-
-    return call
 
 
 def step_rng(seed: int, step: int, micro: int = 0, stream: int = 0) -> np.random.Generator:

@@ -371,7 +371,7 @@ def run(cfg: TAETrainConfig) -> Path:
     apply_precision(model, precision)
     zero, optimizer = build_optimizer(model, cfg.optim, ctx)
     ema = EMA(model.trainable_params(), cfg.optim.ema_decay, jit=run_cfg.jit) if cfg.optim.ema_decay else None
-    stepper = OptimizerStep(zero, optimizer, cfg.optim, run_cfg.steps, ctx, ema, jit=run_cfg.jit)
+    stepper = OptimizerStep(zero, optimizer, cfg.optim, run_cfg.steps, ctx, ema)
 
     start = 0
     if resume_from is not None:

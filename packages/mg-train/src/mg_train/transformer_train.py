@@ -602,7 +602,7 @@ def run(cfg: TransformerTrainConfig) -> Path:
     apply_precision(model, precision)
     zero, optimizer = engine.build_optimizer(model, cfg.optim, ctx, zero_stage=cfg.parallel.zero_stage)
     ema = EMA(zero.params, cfg.optim.ema_decay, jit=cfg.train.jit) if cfg.optim.ema_decay else None
-    stepper = engine.OptimizerStep(zero, optimizer, cfg.optim, cfg.train.steps, ctx, ema, jit=cfg.train.jit)
+    stepper = engine.OptimizerStep(zero, optimizer, cfg.optim, cfg.train.steps, ctx, ema)
     grad_step, eval_loss = make_step_functions(
         model, text.null(), cfg.flow.sigma_min, zero.params, cfg.train.jit
     )
@@ -730,7 +730,7 @@ def make_step_functions(
 ):
     """(grad_step, eval_loss): the rectified-flow loss for given latents, text, t, noise and text-dropout flags,
     forward+backward returning (loss, grads w.r.t. `params`), and the forward alone without dropout; both
-    compiled with `mindspore.jit` when `jit` (the optimizer step compiles its own pieces: `engine.OptimizerStep`).
+    compiled with `mindspore.jit` when `jit` (the optimizer step stays eager; AdamW's update is its own graph).
 
     The loss is `mg_transformer`'s `drop_text` + `rectified_flow_loss` called on the model directly: wrapping
     the model in a cell (`RectifiedFlowLoss`) would make MindSpore prefix its parameter names with `model.`,
