@@ -56,6 +56,17 @@ def test_png_round_trip_is_exact_and_images_probe_as_one_frame(tmp_path, index_f
     assert (info.num_frames, info.height, info.width, info.is_image) == (1, 20, 30, True)
 
 
+def test_read_video_reads_a_still_image_as_one_frame(tmp_path, index_frames):
+    frame = index_frames(1, 20, 30)[0]
+    write_image(tmp_path / "a.png", frame)
+    np.testing.assert_array_equal(read_video(tmp_path / "a.png"), frame[None])
+    np.testing.assert_array_equal(read_video(tmp_path / "a.png", [0, 0]), np.stack([frame, frame]))
+    with pytest.raises(IndexError, match=r"a\.png: frame indices \[0, 1\] outside \[0, 1\)"):
+        read_video(tmp_path / "a.png", [0, 1])
+    with pytest.raises(ValueError, match=r"a\.png: no frame indices"):
+        read_video(tmp_path / "a.png", [])
+
+
 def test_greyscale_and_rgba_images_become_rgb(tmp_path):
     from PIL import Image
 

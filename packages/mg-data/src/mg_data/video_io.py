@@ -134,11 +134,7 @@ class VideoFile:
 
     def read(self, indices: np.ndarray | list[int]) -> np.ndarray:
         """Frames at `indices` as `(len(indices), H, W, 3)` uint8."""
-        indices = np.asarray(indices, dtype=np.int64)
-        if indices.size == 0:
-            raise ValueError(f"{self.path}: no frame indices requested")
-        if indices.min() < 0 or indices.max() >= self.num_frames:
-            raise IndexError(f"{self.path}: frame indices {indices.tolist()} outside [0, {self.num_frames})")
+        indices = _checked_indices(self.path, indices, self.num_frames)
         unique, inverse = np.unique(indices, return_inverse=True)
         try:
             frames = self._reader.get_batch(unique).asnumpy()
@@ -187,6 +183,16 @@ def _read_with_pyav(path: str, indices: np.ndarray) -> np.ndarray:
     return np.stack(frames)
 
 
+def _checked_indices(path: str, indices: np.ndarray | list[int], num_frames: int) -> np.ndarray:
+    """`indices` as int64, or an error naming the file when none are given or one is outside [0, num_frames)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.size == 0:
+        raise ValueError(f"{path}: no frame indices requested")
+    if indices.min() < 0 or indices.max() >= num_frames:
+        raise IndexError(f"{path}: frame indices {indices.tolist()} outside [0, {num_frames})")
+    return indices
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An image as `(1, H, W, 3)` uint8 RGB (alpha dropped, palettes and greyscale converted)."""
     path = os.fspath(path)
@@ -199,7 +205,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_video(path: str | os.PathLike, indices: np.ndarray | list[int] | None = None) -> np.ndarray:
-    """Frames of a video as `(T, H, W, 3)` uint8 (all frames, or those at `indices`)."""
+    """Frames of a video as `(T, H, W, 3)` uint8 (all frames, or those at `indices`). A still image (by extension,
+    see `is_image_path`) reads as a one-frame video, as the datasets serve it."""
+    if is_image_path(path):
+        frame = read_image(path)
+        return frame if indices is None else frame[_checked_indices(os.fspath(path), indices, 1)]
     with VideoFile(path) as video:
         if indices is None:
             indices = np.arange(video.num_frames)
