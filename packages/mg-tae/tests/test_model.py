@@ -1,7 +1,10 @@
 """The TAE model: shapes for any frame count, frame-wise behaviour at initialisation, backend and mode
 equivalences, gradient checkpointing, input validation and configuration."""
 
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import mindspore as ms
 import numpy as np
@@ -173,6 +176,27 @@ def test_jit_matches_pynative_forward_and_gradients():
     _assert_grads_close(
         _loss_and_grads(model, x, noise, jit=True), _loss_and_grads(model, x, noise), rtol=1e-5
     )
+
+
+IMAGE_GRADIENTS = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import test_model as t
+model = t.TemporalAutoencoder(t.TAEConfig.tiny(**t.MICRO), seed=0)
+x, noise = t._video((1, 3, 1, 8, 8)), t._video((1, 4, 1, 4, 4), seed=2)
+eager = t._loss_and_grads(model, x, noise)
+t._assert_grads_close(t._loss_and_grads(model, x, noise, jit=True), eager, rtol=1e-5)
+"""
+
+
+def test_image_gradients_in_a_fresh_process_match_jit():
+    """PyNative differentiated a softmax over one key (the temporal attention of a single frame) wrongly and
+    corrupted the spatial attention's q/k gradients (MindSpore 2.10 CPU; jit matched finite differences). Only a
+    fresh process shows it: an earlier multi-frame backward in the same process hides it."""
+    result = subprocess.run(
+        [sys.executable, "-c", IMAGE_GRADIENTS, str(Path(__file__).parent)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 @pytest.mark.parametrize(
