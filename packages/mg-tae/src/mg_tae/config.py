@@ -43,6 +43,10 @@ class TAEConfig:
     # "matmul": the same forward with hand-written backward passes (same step time, more memory, slower compile);
     # "native": MindSpore convolutions (use on Ascend); "auto": native on Ascend, matmul_autograd elsewhere.
     conv_backend: str = "auto"
+    # A parameter-free shortcut (mg_tae.shortcut, DC-AE's residual autoencoding): block means of the pixels are
+    # added to the latent means and read back by the decoder, so flat colours pass from the first training step.
+    # Not part of SD3.5 / Movie Gen (False for their weights); for TAEs trained from scratch (the quickstart).
+    pixel_shortcut: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -98,6 +102,13 @@ class TAEConfig:
                 "TAEConfig.temporal_downsample_levels and temporal_upsample_levels must have the same length "
                 f"(same temporal compression), got {self.temporal_downsample_levels} and "
                 f"{self.temporal_upsample_levels}"
+            )
+        if self.pixel_shortcut and (
+            self.in_channels != self.out_channels or self.latent_channels < self.in_channels
+        ):
+            raise ValueError(
+                "TAEConfig.pixel_shortcut needs in_channels == out_channels <= latent_channels, got "
+                f"{self.in_channels}, {self.out_channels} and {self.latent_channels}"
             )
         if self.conv_backend not in BACKENDS:
             raise ValueError(f"TAEConfig.conv_backend must be one of {BACKENDS}, got {self.conv_backend!r}")

@@ -36,6 +36,7 @@ from mg_tae.conv import (
     temporal_conv3_stride2_rows,
     temporal_conv3_stride2_rows_fast,
 )
+from mg_tae.shortcut import PixelShortcut
 from mg_tae.speed import warn_if_slow_convolution
 
 _BMM_TB = ops.BatchMatMul(transpose_b=True)
@@ -407,13 +408,20 @@ class Encoder(_Stage):
         self.mid_block = MidBlock(ch[-1], config, init, backend)
         self.conv_norm_out = GroupNorm(config.norm_num_groups, ch[-1], config.norm_eps, config.norm_per_frame)
         self.conv_out = Conv2p5d(ch[-1], 2 * config.latent_channels, init, backend)
+        self.shortcut = _shortcut(config)
+        self.latent_channels = config.latent_channels
 
     def construct(self, x):
+        pixels = x
         x = self.conv_in(x)
         for block in self.down_blocks:
             x = block(x)
         x = self._run(self.mid_block, x)
-        return self.conv_out(mint.nn.functional.silu(self.conv_norm_out(x)))
+        moments = self.conv_out(mint.nn.functional.silu(self.conv_norm_out(x)))
+        if self.shortcut is not None:
+            c = self.latent_channels
+            moments = mint.cat([moments[..., :c] + self.shortcut.encode(pixels), moments[..., c:]], -1)
+        return moments
 
 
 class Decoder(_Stage):
@@ -429,13 +437,25 @@ class Decoder(_Stage):
         )
         self.conv_norm_out = GroupNorm(config.norm_num_groups, ch[-1], config.norm_eps, config.norm_per_frame)
         self.conv_out = Conv2p5d(ch[-1], config.out_channels, init, backend)
+        self.shortcut = _shortcut(config)
 
     def construct(self, z):
         x = self.conv_in(z)
         x = self._run(self.mid_block, x)
         for block in self.up_blocks:
             x = block(x)
-        return self.conv_out(mint.nn.functional.silu(self.conv_norm_out(x)))
+        y = self.conv_out(mint.nn.functional.silu(self.conv_norm_out(x)))
+        if self.shortcut is not None:
+            y = y + self.shortcut.decode(z, y.shape[1] // z.shape[1])
+        return y
+
+
+def _shortcut(config: TAEConfig) -> PixelShortcut | None:
+    if not config.pixel_shortcut:
+        return None
+    return PixelShortcut(
+        config.in_channels, config.latent_channels, config.spatial_compression, config.temporal_compression
+    )
 
 
 def iter_stages(cell: nn.Cell) -> Iterator[_Stage]:

@@ -1,0 +1,123 @@
+"""The pixel shortcut (TAEConfig.pixel_shortcut): what it adds to the latent means and to the decoded pixels,
+computed independently with numpy block means; its exact round trip on block-constant clips; jit == PyNative;
+tiled == untiled; and configuration checks."""
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import Tensor
+
+from mg_tae import TAEConfig, TemporalAutoencoder
+from mg_tae.shortcut import PixelShortcut
+
+MICRO = dict(  # two levels, one temporal level: 2x compression in T, H and W
+    block_out_channels=(8, 16),
+    temporal_downsample_levels=(0,),
+    temporal_upsample_levels=(0,),
+    latent_channels=4,
+    layers_per_block=1,
+    norm_num_groups=4,
+)
+
+
+def _video(shape, seed=0):
+    return Tensor(np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32))
+
+
+def _pair(**overrides):
+    """The same TAE (same seed, so the same weights) without and with the shortcut."""
+    plain = TemporalAutoencoder(TAEConfig.tiny(**overrides), seed=0)
+    short = TemporalAutoencoder(TAEConfig.tiny(**overrides, pixel_shortcut=True), seed=0)
+    return plain, short
+
+
+def _block_means(x: np.ndarray, t_cell: int, s_cell: int) -> np.ndarray:
+    """(B, C, T, H, W) -> (B, C, T', h, w) means over cells, the last cell's missing frames = the last frame."""
+    b, c, t, h, w = x.shape
+    per = 1 if t == 1 else t_cell
+    cells = -(-t // per)
+    frames = [x[:, :, min(i, t - 1)] for i in range(cells * per)]
+    padded = np.stack(frames, axis=2)
+    return padded.reshape(b, c, cells, per, h // s_cell, s_cell, w // s_cell, s_cell).mean(axis=(3, 5, 7))
+
+
+def test_the_shortcut_adds_no_parameters():
+    plain, short = _pair()
+    assert set(plain.state_dict()) == set(short.state_dict())
+
+
+@pytest.mark.parametrize("frames", [1, 16, 12])
+def test_encoder_adds_block_means_to_the_latent_means_only(frames):
+    plain, short = _pair()
+    x = _video((2, 3, frames, 16, 24))
+    added = short.encode_moments(x).asnumpy() - plain.encode_moments(x).asnumpy()
+    means = _block_means(x.asnumpy(), 8, 8)  # (2, 3, T', 2, 3)
+    carried = means[:, [k % 3 for k in range(16)]]  # latent channel k carries pixel channel k mod 3
+    np.testing.assert_allclose(added[:, :16], carried, atol=2e-6)
+    np.testing.assert_array_equal(added[:, 16:], 0.0)  # logvar untouched
+
+
+@pytest.mark.parametrize("latent_frames", [1, 2])
+def test_decoder_adds_the_mean_of_each_colours_latent_channels(latent_frames):
+    plain, short = _pair()
+    z = _video((1, 16, latent_frames, 2, 3), seed=3)
+    added = short.decode(z).asnumpy() - plain.decode(z).asnumpy()
+    zn = z.asnumpy()
+    colour = np.stack([zn[:, c::3].mean(axis=1) for c in range(3)], axis=1)  # (1, 3, T', 2, 3)
+    expected = colour.repeat(8, axis=2).repeat(8, axis=3).repeat(8, axis=4)
+    assert added.shape == expected.shape == (1, 3, 8 * latent_frames, 16, 24)
+    np.testing.assert_allclose(added, expected, atol=1e-5)
+
+
+def test_shortcut_alone_round_trips_block_constant_clips():
+    shortcut = PixelShortcut(channels=3, latent_channels=16, spatial=8, temporal=8)
+    cells = np.random.default_rng(4).uniform(-1, 1, (2, 2, 3, 4, 3)).astype(np.float32)  # (B, T', h, w, C)
+    clip = cells.repeat(8, axis=1).repeat(8, axis=2).repeat(8, axis=3)  # channels-last pixels
+    latents = shortcut.encode(Tensor(clip))
+    assert latents.shape == (2, 2, 3, 4, 16)
+    np.testing.assert_allclose(shortcut.decode(latents, 8).asnumpy(), clip, atol=1e-6)
+
+
+def _loss_and_grads(model, x, noise, jit):
+    def loss(inp):
+        recon, mean, logvar = model(inp, noise)
+        return (recon * recon).mean() + (mean * mean).mean() + 0.1 * logvar.mean()
+
+    fn = ms.value_and_grad(loss, grad_position=0, weights=model.trainable_params())
+    fn = ms.jit(fn) if jit else fn
+    value, (gx, gw) = fn(x)
+    return float(value), gx.asnumpy(), [g.asnumpy() for g in gw]
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_jit_matches_pynative_with_the_shortcut(frames):
+    model = TemporalAutoencoder(TAEConfig.tiny(**MICRO, pixel_shortcut=True), seed=0)
+    x = _video((1, 3, frames, 8, 8))
+    noise = _video((1, 4, -(-frames // 2), 4, 4), seed=2)
+    graph, eager = _loss_and_grads(model, x, noise, jit=True), _loss_and_grads(model, x, noise, jit=False)
+    assert graph[0] == pytest.approx(eager[0], rel=1e-5)
+    np.testing.assert_allclose(graph[1], eager[1], atol=1e-5 * np.abs(eager[1]).max())
+    scale = max(np.abs(g).max() for g in eager[2])
+    for a, b in zip(graph[2], eager[2], strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5 * scale)
+
+
+def test_temporal_tiling_is_exact_with_the_shortcut():
+    """Tiles start on latent cells and the shortcut is local to a cell: a frame-wise TAE tiles exactly."""
+    model = TemporalAutoencoder(TAEConfig.tiny(pixel_shortcut=True), seed=0)
+    x = _video((1, 3, 32, 16, 16), seed=5)
+    z = model.encode(x).mean
+    y = model.decode(z)
+    model.enable_tiling(tile_frames=16, overlap_frames=0, tile_size=None)
+    np.testing.assert_allclose(model.encode(x).mean.asnumpy(), z.asnumpy(), atol=1e-5)
+    np.testing.assert_allclose(model.decode(z).asnumpy(), y.asnumpy(), atol=1e-5)
+
+
+def test_config_checks_and_round_trip():
+    config = TAEConfig.tiny(pixel_shortcut=True)
+    assert TAEConfig.from_dict(config.to_dict()) == config
+    assert TAEConfig().pixel_shortcut is False  # SD3.5 / Movie Gen have no shortcut
+    with pytest.raises(ValueError, match="pixel_shortcut"):
+        TAEConfig.tiny(pixel_shortcut=True, out_channels=1)
+    with pytest.raises(ValueError, match="pixel_shortcut"):
+        TAEConfig.tiny(pixel_shortcut=True, latent_channels=2)
