@@ -70,6 +70,14 @@ def test_stills_train_the_tae_only(toy_run):
     assert tae_cfg["loss"]["mse_weight"] == 4.0
 
 
+def test_the_tae_uses_the_pixel_shortcut(toy_run):
+    out, _ = toy_run
+    assert yaml.safe_load((out / "tae_run" / "config.yaml").read_text())["model"]["overrides"] == {
+        "pixel_shortcut": True
+    }
+    assert json.loads((out / "tae_run" / "tae" / "config.json").read_text())["pixel_shortcut"] is True
+
+
 def test_clips_start_at_the_edge_behind_their_motion(toy_run):
     out, _ = toy_run
     assert json.loads((out / "data" / "synth.json").read_text())["start_jitter"] == 0.0

@@ -332,7 +332,7 @@ class QuickstartConfig:
         "share of the room along the motion where a clip may start (0: at the edge behind the motion, so the "
         "direction word also fixes where the shape is in each frame; 1: anywhere the motion fits)",
     )
-    tae_steps: int = opt(220, "TAE training steps")
+    tae_steps: int = opt(140, "TAE training steps")
     tae_batch_size: int = opt(2, "TAE batch size of video steps")
     tae_image_batch_size: int = opt(8, "TAE batch size of image steps")
     tae_image_ratio: float = opt(0.75, "share of TAE steps trained on still images (needs num_images > 0)")
