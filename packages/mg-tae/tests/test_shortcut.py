@@ -1,6 +1,6 @@
 """The pixel shortcut (TAEConfig.pixel_shortcut): what it adds to the latent means and to the decoded pixels,
-computed independently with numpy block means; its exact round trip on block-constant clips; jit == PyNative;
-tiled == untiled; and configuration checks."""
+computed independently with numpy block means and a textbook bilinear resize; its exact round trip on flat
+clips; jit == PyNative; tiled == untiled; and configuration checks."""
 
 import mindspore as ms
 import numpy as np
@@ -57,25 +57,42 @@ def test_encoder_adds_block_means_to_the_latent_means_only(frames):
     np.testing.assert_array_equal(added[:, 16:], 0.0)  # logvar untouched
 
 
-@pytest.mark.parametrize("latent_frames", [1, 2])
-def test_decoder_adds_the_mean_of_each_colours_latent_channels(latent_frames):
+def _bilinear_x8(a: np.ndarray, axis: int) -> np.ndarray:
+    """Resize one axis x8 the textbook way: sample at (u + 0.5) / 8 - 0.5, clamped, between the two nearest."""
+    n = a.shape[axis]
+    src = np.clip((np.arange(8 * n) + 0.5) / 8 - 0.5, 0, n - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = (src - lo).reshape([-1 if i == axis else 1 for i in range(a.ndim)])
+    return np.take(a, lo, axis) * (1 - frac) + np.take(a, hi, axis) * frac
+
+
+@pytest.mark.parametrize("latent_frames, size", [(1, (2, 3)), (2, (3, 1))])
+def test_decoder_adds_the_mean_of_each_colours_latent_channels_bilinear_in_space(latent_frames, size):
     plain, short = _pair()
-    z = _video((1, 16, latent_frames, 2, 3), seed=3)
+    z = _video((1, 16, latent_frames, *size), seed=3)
     added = short.decode(z).asnumpy() - plain.decode(z).asnumpy()
     zn = z.asnumpy()
-    colour = np.stack([zn[:, c::3].mean(axis=1) for c in range(3)], axis=1)  # (1, 3, T', 2, 3)
-    expected = colour.repeat(8, axis=2).repeat(8, axis=3).repeat(8, axis=4)
-    assert added.shape == expected.shape == (1, 3, 8 * latent_frames, 16, 24)
+    colour = np.stack([zn[:, c::3].mean(axis=1) for c in range(3)], axis=1)  # (1, 3, T', h, w)
+    expected = _bilinear_x8(_bilinear_x8(colour, 3), 4).repeat(8, axis=2)
+    assert added.shape == expected.shape == (1, 3, 8 * latent_frames, 8 * size[0], 8 * size[1])
     np.testing.assert_allclose(added, expected, atol=1e-5)
 
 
-def test_shortcut_alone_round_trips_block_constant_clips():
+def test_shortcut_alone_round_trips_spatially_flat_clips():
+    """Flat colours (one per clip and latent frame) come back exactly; cell borders are smooth, not blocky."""
     shortcut = PixelShortcut(channels=3, latent_channels=16, spatial=8, temporal=8)
-    cells = np.random.default_rng(4).uniform(-1, 1, (2, 2, 3, 4, 3)).astype(np.float32)  # (B, T', h, w, C)
-    clip = cells.repeat(8, axis=1).repeat(8, axis=2).repeat(8, axis=3)  # channels-last pixels
+    colours = np.random.default_rng(4).uniform(-1, 1, (2, 2, 1, 1, 3)).astype(np.float32)  # (B, T', 1, 1, C)
+    clip = np.broadcast_to(colours.repeat(8, axis=1), (2, 16, 24, 32, 3)).copy()  # channels-last pixels
     latents = shortcut.encode(Tensor(clip))
     assert latents.shape == (2, 2, 3, 4, 16)
     np.testing.assert_allclose(shortcut.decode(latents, 8).asnumpy(), clip, atol=1e-6)
+    step = np.zeros((1, 1, 16, 16, 3), np.float32)
+    step[:, :, :, 8:] = 1.0  # two cells, 0 then 1: the decoded edge ramps instead of jumping
+    row = shortcut.decode(shortcut.encode(Tensor(step)), 1).asnumpy()[0, 0, 0, :, 0]
+    np.testing.assert_allclose(row[:4], 0.0, atol=1e-6)
+    np.testing.assert_allclose(row[12:], 1.0, atol=1e-6)
+    assert np.all(np.diff(row) >= 0) and 0 < row[7] < 0.5 < row[8] < 1
 
 
 def _loss_and_grads(model, x, noise, jit):

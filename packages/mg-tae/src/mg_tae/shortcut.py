@@ -2,10 +2,11 @@
 
 The encoder adds each latent cell's mean pixel (the average over its 8x8 pixels and 8 frames) to the latent
 means, latent channel k carrying pixel channel k mod C; the decoder adds back, for every pixel channel, the mean
-of the latent channels that carry it, repeated over the cell. Through the shortcut alone, a clip that is constant
-on every cell comes back exactly, so a TAE trained from scratch reconstructs flat colours from its first step and
-its convolutions learn only the residual detail (Chen et al. 2024, "Deep Compression Autoencoder for Efficient
-High-Resolution Diffusion Models", section 3.2, applies the same idea with space-to-channel shortcuts).
+of the latent channels that carry it, upsampled bilinearly in space (half-pixel centres, edges clamped, so flat
+areas stay exact and cell borders do not show as 8x8 blocks) and repeated over the cell's frames. A TAE trained
+from scratch then reconstructs flat colours from its first steps and its convolutions learn only the residual
+detail (Chen et al. 2024, "Deep Compression Autoencoder for Efficient High-Resolution Diffusion Models", section
+3.2, uses space-to-channel shortcuts for the same reason).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class PixelShortcut(nn.Cell):
         self.gather = Tensor((spread / spread.sum(1, keepdims=True)).T)  # (C', C): mean of those channels
         self.spatial = spatial
         self.temporal = temporal
+        offsets = (np.arange(spatial) + 0.5) / spatial - 0.5  # sub-pixel offsets from the cell centre
+        self.centre_weight = Tensor((1.0 - np.abs(offsets)).astype(np.float32))
+        self.previous_weight = Tensor(np.maximum(-offsets, 0.0).astype(np.float32))
+        self.following_weight = Tensor(np.maximum(offsets, 0.0).astype(np.float32))
 
     def encode(self, x):
         """Pixels (B, T, H, W, C) -> the block means spread over the latent channels (B, T', h, w, C')."""
@@ -49,11 +54,43 @@ class PixelShortcut(nn.Cell):
         return ops.matmul(blocks.mean((2, 4, 6)), self.spread)
 
     def decode(self, z, frames_per_latent: int):
-        """Latents (B, T', h, w, C') -> per-channel means repeated over each cell (B, T' * frames, 8 h, 8 w, C)."""
+        """Latents (B, T', h, w, C') -> per-channel means, bilinear in space, repeated in time (B, T' f, 8h, 8w, C)."""
         b, t, h, w, _ = z.shape
         colour = ops.matmul(z, self.gather)
         c, s = colour.shape[-1], self.spatial
-        cells = ops.broadcast_to(
-            colour.reshape(b, t, 1, h, 1, w, 1, c), (b, t, frames_per_latent, h, s, w, s, c)
+        colour = self._upsample_axis(colour.reshape(b * t, h, w, c), 1)
+        colour = self._upsample_axis(colour, 2)  # (B T', 8h, 8w, C)
+        frames = ops.broadcast_to(
+            colour.reshape(b, t, 1, h * s * w * s * c), (b, t, frames_per_latent, h * s * w * s * c)
         )
-        return cells.reshape(b, t * frames_per_latent, h * s, w * s, c)
+        return frames.reshape(b, t * frames_per_latent, h * s, w * s, c)
+
+    def _upsample_axis(self, x, axis: int):
+        """Linear x`spatial` upsampling of axis 1 or 2 of (N, h, w, C) with half-pixel centres and clamped edges.
+
+        Output pixel j of cell i sits at offset d_j = (j + 0.5) / s - 0.5 from the cell centre: it mixes the cell
+        with its previous neighbour (d_j < 0) or its next one (d_j > 0), the edge cells standing in for missing ones.
+        """
+        size = x.shape[axis]
+        if size == 1:
+            previous, following = x, x
+        elif axis == 1:
+            previous = mint.cat([x[:, :1], x[:, :-1]], 1)
+            following = mint.cat([x[:, 1:], x[:, -1:]], 1)
+        else:
+            previous = mint.cat([x[:, :, :1], x[:, :, :-1]], 2)
+            following = mint.cat([x[:, :, 1:], x[:, :, -1:]], 2)
+        n, h, w, c = x.shape
+        s = self.spatial
+        if axis == 1:
+            shape, weights = (n, h, 1, w, c), (1, 1, s, 1, 1)
+            out = (n, h * s, w, c)
+        else:
+            shape, weights = (n, h, w, 1, c), (1, 1, 1, s, 1)
+            out = (n, h, w * s, c)
+        mixed = (
+            x.reshape(shape) * self.centre_weight.reshape(weights)
+            + previous.reshape(shape) * self.previous_weight.reshape(weights)
+            + following.reshape(shape) * self.following_weight.reshape(weights)
+        )
+        return mixed.reshape(out)
