@@ -2,26 +2,13 @@
 computed independently with numpy block means and a textbook bilinear resize; its exact round trip on flat
 clips; jit == PyNative; tiled == untiled; and configuration checks."""
 
-import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import Tensor
 
 from mg_tae import TAEConfig, TemporalAutoencoder
 from mg_tae.shortcut import PixelShortcut
-
-MICRO = dict(  # two levels, one temporal level: 2x compression in T, H and W
-    block_out_channels=(8, 16),
-    temporal_downsample_levels=(0,),
-    temporal_upsample_levels=(0,),
-    latent_channels=4,
-    layers_per_block=1,
-    norm_num_groups=4,
-)
-
-
-def _video(shape, seed=0):
-    return Tensor(np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32))
+from test_model import MICRO, _assert_grads_close, _loss_and_grads, _video
 
 
 def _pair(**overrides):
@@ -95,28 +82,14 @@ def test_shortcut_alone_round_trips_spatially_flat_clips():
     assert np.all(np.diff(row) >= 0) and 0 < row[7] < 0.5 < row[8] < 1
 
 
-def _loss_and_grads(model, x, noise, jit):
-    def loss(inp):
-        recon, mean, logvar = model(inp, noise)
-        return (recon * recon).mean() + (mean * mean).mean() + 0.1 * logvar.mean()
-
-    fn = ms.value_and_grad(loss, grad_position=0, weights=model.trainable_params())
-    fn = ms.jit(fn) if jit else fn
-    value, (gx, gw) = fn(x)
-    return float(value), gx.asnumpy(), [g.asnumpy() for g in gw]
-
-
 @pytest.mark.parametrize("frames", [1, 3])
 def test_jit_matches_pynative_with_the_shortcut(frames):
     model = TemporalAutoencoder(TAEConfig.tiny(**MICRO, pixel_shortcut=True), seed=0)
     x = _video((1, 3, frames, 8, 8))
     noise = _video((1, 4, -(-frames // 2), 4, 4), seed=2)
-    graph, eager = _loss_and_grads(model, x, noise, jit=True), _loss_and_grads(model, x, noise, jit=False)
-    assert graph[0] == pytest.approx(eager[0], rel=1e-5)
-    np.testing.assert_allclose(graph[1], eager[1], atol=1e-5 * np.abs(eager[1]).max())
-    scale = max(np.abs(g).max() for g in eager[2])
-    for a, b in zip(graph[2], eager[2], strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5 * scale)
+    _assert_grads_close(
+        _loss_and_grads(model, x, noise, jit=True), _loss_and_grads(model, x, noise), rtol=1e-5
+    )
 
 
 def test_temporal_tiling_is_exact_with_the_shortcut():
