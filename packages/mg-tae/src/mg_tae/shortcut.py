@@ -58,39 +58,29 @@ class PixelShortcut(nn.Cell):
         b, t, h, w, _ = z.shape
         colour = ops.matmul(z, self.gather)
         c, s = colour.shape[-1], self.spatial
-        colour = self._upsample_axis(colour.reshape(b * t, h, w, c), 1)
-        colour = self._upsample_axis(colour, 2)  # (B T', 8h, 8w, C)
+        colour = self._upsample_rows(colour.reshape(b * t, h, w * c))  # (B T', 8h, w C)
+        colour = self._upsample_rows(colour.reshape(b * t * h * s, w, c))  # (B T' 8h, 8w, C)
         frames = ops.broadcast_to(
             colour.reshape(b, t, 1, h * s * w * s * c), (b, t, frames_per_latent, h * s * w * s * c)
         )
         return frames.reshape(b, t * frames_per_latent, h * s, w * s, c)
 
-    def _upsample_axis(self, x, axis: int):
-        """Linear x`spatial` upsampling of axis 1 or 2 of (N, h, w, C) with half-pixel centres and clamped edges.
+    def _upsample_rows(self, x):
+        """Linear x`spatial` upsampling of axis 1 of (N, L, M) with half-pixel centres and clamped edges.
 
-        Output pixel j of cell i sits at offset d_j = (j + 0.5) / s - 0.5 from the cell centre: it mixes the cell
-        with its previous neighbour (d_j < 0) or its next one (d_j > 0), the edge cells standing in for missing ones.
+        Output row j of row i sits at offset d_j = (j + 0.5) / s - 0.5 from its centre: it mixes row i with the
+        previous row (d_j < 0) or the next one (d_j > 0), the edge rows standing in for missing ones.
         """
-        size = x.shape[axis]
+        n, size, m = x.shape
         if size == 1:
             previous, following = x, x
-        elif axis == 1:
+        else:
             previous = mint.cat([x[:, :1], x[:, :-1]], 1)
             following = mint.cat([x[:, 1:], x[:, -1:]], 1)
-        else:
-            previous = mint.cat([x[:, :, :1], x[:, :, :-1]], 2)
-            following = mint.cat([x[:, :, 1:], x[:, :, -1:]], 2)
-        n, h, w, c = x.shape
         s = self.spatial
-        if axis == 1:
-            shape, weights = (n, h, 1, w, c), (1, 1, s, 1, 1)
-            out = (n, h * s, w, c)
-        else:
-            shape, weights = (n, h, w, 1, c), (1, 1, 1, s, 1)
-            out = (n, h, w * s, c)
         mixed = (
-            x.reshape(shape) * self.centre_weight.reshape(weights)
-            + previous.reshape(shape) * self.previous_weight.reshape(weights)
-            + following.reshape(shape) * self.following_weight.reshape(weights)
+            x.reshape(n, size, 1, m) * self.centre_weight.reshape(1, 1, s, 1)
+            + previous.reshape(n, size, 1, m) * self.previous_weight.reshape(1, 1, s, 1)
+            + following.reshape(n, size, 1, m) * self.following_weight.reshape(1, 1, s, 1)
         )
-        return mixed.reshape(out)
+        return mixed.reshape(n, size * s, m)
