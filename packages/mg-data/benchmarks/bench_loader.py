@@ -17,6 +17,7 @@ interleaved, and each path's time is the sum over samples of its fastest round (
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +33,14 @@ from mg_data import (
     write_video,
 )
 from mg_data.transforms import latent_frames, sample_frame_indices
+
+
+def mg_bench(benchmark: str, *rows: tuple) -> None:
+    """Print one figure group for tools/bench_summary.py: rows of (figure, ours, reference, reference_name,
+    unit, better), better being "lower" or "higher" (the convention is in tools/README.md)."""
+    keys = ("figure", "ours", "reference", "reference_name", "unit", "better")
+    table = [dict(zip(keys, row, strict=True)) for row in rows]
+    print("MG-BENCH " + json.dumps({"benchmark": benchmark, "rows": table}, default=float), flush=True)
 
 
 def _textured_clips(out: Path, n: int, size: int, num_frames: int) -> Path:
@@ -148,6 +157,27 @@ def main() -> None:
         print(f"\nplain loader / raw decord: {(args.n * args.frames / pixel) / raw:.2f}x (target >= 0.9x)")
         print(
             f"cached latents speed-up over decoding (plain path): {pixel / total[f'mg-data cached latents {shape}']:.1f}x"
+        )
+        frames = args.n * args.frames
+        mg_bench(
+            "mg-data/bench_loader",
+            (f"plain loader, {args.content} clips", frames / pixel, raw, "raw decord", "frames/s", "higher"),
+            (
+                f"resize+crop to {args.size // 2}, {args.content} clips",
+                frames / total[f"mg-data resize+crop to {args.size // 2}"],
+                raw,
+                "raw decord",
+                "frames/s",
+                "higher",
+            ),
+            (
+                "cached latents",
+                args.n / total[f"mg-data cached latents {shape}"],
+                args.n / pixel,
+                "plain loader, decoding",
+                "samples/s",
+                "higher",
+            ),
         )
 
 

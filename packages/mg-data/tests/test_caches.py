@@ -7,15 +7,74 @@ import json
 import numpy as np
 import pytest
 
-from mg_data import CacheError, LatentCacheWriter, LatentStore, TextEmbeddingStore, cache_key, write_latent
+from mg_data import (
+    CacheError,
+    CacheKeyError,
+    LatentCacheWriter,
+    LatentStore,
+    TextCacheWriter,
+    TextEmbeddingStore,
+    cache_key,
+    write_latent,
+)
 
 
 def test_cache_keys():
     assert cache_key("clips/a.mp4") == "clips/a.npz"
     assert cache_key("clips/a.mp4", "other/b.npz") == "other/b.npz"
     assert cache_key("x.png", "custom") == "custom.npz"
-    with pytest.raises(CacheError, match="relative"):
-        cache_key("a.mp4", "../escape.npz")
+    # one rule for every writer and reader: with or without an extension, a key names one file
+    assert cache_key("clips/a") == cache_key("clips/a.npz") == cache_key("clips\\a.mp4") == "clips/a.npz"
+    for bad in ("../escape.npz", "/abs/a.mp4", ""):
+        with pytest.raises(CacheKeyError, match="relative"):
+            cache_key(bad) if bad != "../escape.npz" else cache_key("a.mp4", bad)
+
+
+def test_text_writer_entries_read_back_through_the_store(tmp_path):
+    rng = np.random.default_rng(0)
+    spec = {
+        "ul2": {"dim": 4, "max_length": 6, "model": "m1"},
+        "byt5": {"dim": 3, "max_length": 5, "model": "m2"},
+    }
+    writer = TextCacheWriter(tmp_path, spec)
+    written = {}
+    for key, n in (("clips/a.mp4", 2), ("clips/b", 7), ("__null__", 1)):
+        for name in spec:
+            emb = rng.standard_normal((n, spec[name]["dim"])).astype(np.float32)
+            writer.write(name, key, emb, np.arange(n))
+            written[name, key] = emb
+    assert writer.path("ul2", "clips/a.mp4") == tmp_path / "ul2" / "clips" / "a.npz"
+    assert writer.exists("byt5", "clips/b.npz") and writer.exists("byt5", "__null__")
+    store = TextEmbeddingStore(tmp_path)
+    emb, mask = store.get(cache_key("clips/a.mp4"))["ul2"]
+    np.testing.assert_array_equal(emb[:2], written["ul2", "clips/a.mp4"])
+    np.testing.assert_array_equal(mask, [1, 1, 0, 0, 0, 0])
+    emb, mask = store.get("clips/b.npz")["byt5"]  # 7 tokens read back truncated to max_length 5
+    np.testing.assert_array_equal(emb, written["byt5", "clips/b"][:5])
+    np.testing.assert_array_equal(store.null()["byt5"][0][0], written["byt5", "__null__"][0])
+    with np.load(tmp_path / "ul2" / "clips" / "b.npz") as data:
+        assert data["tokens"].tolist() == list(range(7)) and data["mask"].dtype == np.uint8
+    # reopening with the same encoders resumes; another model for an encoder is refused; new encoders join
+    TextCacheWriter(tmp_path, {"ul2": spec["ul2"]})
+    with pytest.raises(CacheError, match=r"encoder 'ul2' was cached with .*'m1'"):
+        TextCacheWriter(tmp_path, {"ul2": {**spec["ul2"], "model": "other"}})
+    TextCacheWriter(tmp_path, {"metaclip": {"dim": 2, "max_length": 3, "model": "m3"}})
+    assert TextEmbeddingStore(tmp_path).encoders == ["byt5", "metaclip", "ul2"]
+
+
+def test_text_writer_refuses_bad_entries_and_keys(tmp_path):
+    writer = TextCacheWriter(tmp_path, {"ul2": {"dim": 4, "max_length": 6, "model": "m"}}, dtype="float16")
+    with pytest.raises(CacheError, match=r"expected text_emb \(n, 4\)"):
+        writer.write("ul2", "a", np.zeros((2, 5)), np.arange(2))
+    with pytest.raises(CacheError, match=r"encoder .byt5. is not in meta\.json"):
+        writer.write("byt5", "a", np.zeros((2, 4)), np.arange(2))
+    with pytest.raises(CacheKeyError, match="reserved"):
+        writer.write("ul2", "__null__.npz", np.zeros((2, 4)), np.arange(2))
+    with pytest.raises(ValueError, match="dtype 'bfloat16'"):
+        TextCacheWriter(tmp_path, {}, dtype="bfloat16")
+    writer.write("ul2", "a", np.ones((2, 4)), np.arange(2))
+    with np.load(tmp_path / "ul2" / "a.npz") as data:
+        assert data["text_emb"].dtype == np.float16
 
 
 def test_text_store_pads_truncates_and_masks(tmp_path, text_cache_writer):

@@ -17,9 +17,11 @@ from mg_data.buckets import (
 )
 from mg_data.caches import (
     CacheError,
+    CacheKeyError,
     LatentCacheWriter,
     LatentMeta,
     LatentStore,
+    TextCacheWriter,
     TextEmbeddingStore,
     cache_key,
     write_latent,
@@ -75,6 +77,7 @@ __all__ = [
     "BucketConfig",
     "BucketStats",
     "CacheError",
+    "CacheKeyError",
     "CheckReport",
     "ClipAnalysis",
     "ClipTooShort",
@@ -88,6 +91,7 @@ __all__ = [
     "MediaInfo",
     "MediaReadError",
     "SyntheticDataset",
+    "TextCacheWriter",
     "TextEmbeddingStore",
     "VideoDataset",
     "VideoFile",

@@ -1,18 +1,19 @@
-"""Readers for the text-embedding cache and reader + writer for the TAE latent cache (docs/contracts.md 2-3).
+"""The text-embedding cache and the TAE latent cache (docs/contracts.md 2-3): the one reader and writer of both.
 
-Text cache (written by mg_transformer.text)::
+Text cache (written by `TextCacheWriter`, e.g. through mg-transformer's `TextEmbedder.write_cache`)::
 
     <cache>/meta.json              {"format": "mg-text-emb", "version": 1, "encoders": {name: {"dim", "max_length", "model"}}}
-    <cache>/<encoder>/<key>.npz    text_emb (n, D); mask (n,) uint8; tokens (n,) int32 (optional)
+    <cache>/<encoder>/<key>        text_emb (n, D) float32|float16; mask (n,) uint8 (all ones); tokens (n,) int32
     <cache>/<encoder>/__null__.npz the empty prompt
 
 Latent cache (written by `LatentCacheWriter`, used by mg-train's `cache-latents`)::
 
     <cache>/meta.json    {"format": "mg-latents", "version": 1, "scaling_factor", "shift_factor",
                           "latent_channels", "frames", "size": [H, W], "tae"}
-    <cache>/<key>.npz    latent_mean (C, T', h, w) float32; latent_std (C, T', h, w) float32
+    <cache>/<key>        latent_mean (C, T', h, w) float32; latent_std (C, T', h, w) float32
 
-`<key>` is the manifest's `video` path with `.npz` as extension, unless the row names one (`text_emb`, `latent`).
+`<key>` follows one rule for both caches and every writer and reader (`cache_key`): the manifest's `video` path
+with `.npz` as extension, unless the row names one (`text_emb`, `latent`); a key given without `.npz` gets it.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from mg_data._atomic import atomic_path
+from mg_data.atomic import atomic_file, write_text
 
 TEXT_FORMAT = "mg-text-emb"
 LATENT_FORMAT = "mg-latents"
@@ -38,14 +39,22 @@ class CacheError(RuntimeError):
     """A cache file or its meta.json is missing or malformed; the message names the file and the field."""
 
 
+class CacheKeyError(CacheError, ValueError):
+    """A cache key that is empty, leaves the cache folder, or names the empty prompt's reserved entry."""
+
+
 def cache_key(video: str, override: str | None = None) -> str:
-    """The cache file name of a sample: `override` (a manifest column) or `video` with its extension replaced by `.npz`."""
-    key = override if override else str(Path(video).with_suffix(".npz").as_posix())
+    """The cache file name of a sample: `override` (a manifest column) or `video` with its extension replaced by
+    `.npz` (`clips/a.mp4` and `clips/a` -> `clips/a.npz`); a relative POSIX path that stays inside the cache."""
+    if not isinstance(video, str) or not (override or video).strip():
+        raise CacheKeyError(f"cache key {video!r}: expected a non-empty relative path")
+    text = (override or video).replace("\\", "/")
+    key = text if override else str(PurePosixPath(text).with_suffix(".npz"))
     if not key.endswith(".npz"):
         key += ".npz"
-    parts = Path(key).parts
-    if Path(key).is_absolute() or ".." in parts:
-        raise CacheError(f"cache key {key!r} must be a relative path inside the cache")
+    parts = PurePosixPath(key).parts
+    if key.startswith("/") or ".." in parts:
+        raise CacheKeyError(f"cache key {key!r} must be a relative path inside the cache")
     return key
 
 
@@ -258,6 +267,82 @@ class TextEmbeddingStore:
         return self.get(NULL_KEY + ".npz")
 
 
+TEXT_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+class TextCacheWriter:
+    """Writes a text-embedding cache in the contract's format: meta.json, then one npz per (encoder, key), each
+    atomically, so an interrupted job leaves whole entries only and resumes by skipping what `exists()` reports.
+
+    `encoders` maps encoder name -> {"dim", "max_length", "model"}; reopening a cache that recorded an encoder
+    with other values raises (one cache never mixes two models). Keys follow `cache_key`.
+    """
+
+    def __init__(self, root: str | os.PathLike, encoders: Mapping[str, Mapping], dtype: str = "float32"):
+        if dtype not in TEXT_DTYPES:
+            raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(TEXT_DTYPES)}")
+        self.root, self.dtype = Path(root), TEXT_DTYPES[dtype]
+        meta_path = self.root / "meta.json"
+        meta = _read_meta(self.root, TEXT_FORMAT) or {"format": TEXT_FORMAT, "version": 1, "encoders": {}}
+        recorded = meta.get("encoders")
+        if not isinstance(recorded, dict):
+            raise CacheError(f"{meta_path}: field 'encoders' must be an object")
+        for name, entry in encoders.items():
+            entry = {
+                "dim": int(entry["dim"]),
+                "max_length": int(entry["max_length"]),
+                "model": entry.get("model"),
+            }
+            old = recorded.get(name)
+            if old is not None and old != entry:
+                raise CacheError(
+                    f"{meta_path}: encoder {name!r} was cached with {old}, not {entry}; use another cache "
+                    f"folder or delete {self.root / name} and its meta.json entry"
+                )
+            recorded[name] = entry
+        self.encoders = dict(recorded)
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+    def path(self, encoder: str, key: str) -> Path:
+        """File of one entry; `key` as for `cache_key` (a cache key or a manifest `video` path)."""
+        return self.root / encoder / (NULL_KEY + ".npz" if key == NULL_KEY else self.key(key))
+
+    @staticmethod
+    def key(key: str) -> str:
+        """`cache_key(key)`, refusing the empty prompt's reserved name."""
+        normalized = cache_key(key)
+        if normalized == NULL_KEY + ".npz":
+            raise CacheKeyError(f"cache key {key!r} is reserved for the empty prompt")
+        return normalized
+
+    def exists(self, encoder: str, key: str) -> bool:
+        return self.path(encoder, key).is_file()
+
+    def write(self, encoder: str, key: str, emb: np.ndarray, tokens: np.ndarray) -> Path:
+        """Store the n real tokens of one prompt: text_emb (n, D), mask (n,) ones, tokens (n,) int32.
+        `key` = NULL_KEY writes the empty prompt."""
+        if encoder not in self.encoders:
+            raise CacheError(
+                f"{self.root}: encoder {encoder!r} is not in meta.json (has {sorted(self.encoders)})"
+            )
+        path = self.path(encoder, key)
+        emb = np.asarray(emb)
+        dim = self.encoders[encoder]["dim"]
+        if emb.ndim != 2 or emb.shape[1] != dim or len(tokens) != emb.shape[0]:
+            raise CacheError(
+                f"{path}: expected text_emb (n, {dim}) and tokens (n,), got {emb.shape} and {np.shape(tokens)}"
+            )
+        with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                text_emb=emb.astype(self.dtype),
+                mask=np.ones(emb.shape[0], dtype=np.uint8),
+                tokens=np.asarray(tokens, dtype=np.int32),
+            )
+        return path
+
+
 @dataclass(frozen=True)
 class LatentMeta:
     """The latent cache's meta.json: factors to scale latents (z - shift) * scale, and how they were made."""
@@ -268,6 +353,8 @@ class LatentMeta:
     frames: int | None = None
     size: tuple[int, int] | None = None
     tae: str = ""
+    temporal_compression: int = 8  # the contract's 8x (docs/contracts.md 1) where a cache does not say
+    spatial_compression: int = 8
 
     def to_json(self) -> dict:
         return {
@@ -279,6 +366,8 @@ class LatentMeta:
             "frames": self.frames,
             "size": list(self.size) if self.size is not None else None,
             "tae": self.tae,
+            "temporal_compression": self.temporal_compression,
+            "spatial_compression": self.spatial_compression,
         }
 
     @classmethod
@@ -292,6 +381,8 @@ class LatentMeta:
                 frames=int(meta["frames"]) if meta.get("frames") is not None else None,
                 size=(int(size[0]), int(size[1])) if size is not None else None,
                 tae=str(meta.get("tae", "")),
+                temporal_compression=int(meta.get("temporal_compression", 8)),
+                spatial_compression=int(meta.get("spatial_compression", 8)),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise CacheError(f"{where}: bad or missing field ({type(exc).__name__}: {exc})") from None
@@ -387,6 +478,8 @@ class LatentCacheWriter:
         frames: int | None = None,
         size: Sequence[int] | None = None,
         tae: str = "",
+        temporal_compression: int = 8,
+        spatial_compression: int = 8,
     ):
         self.root = Path(root)
         self.meta = LatentMeta(
@@ -396,6 +489,8 @@ class LatentCacheWriter:
             frames=int(frames) if frames is not None else None,
             size=(int(size[0]), int(size[1])) if size is not None else None,
             tae=str(tae),
+            temporal_compression=int(temporal_compression),
+            spatial_compression=int(spatial_compression),
         )
         existing = _read_meta(self.root, LATENT_FORMAT)
         if existing is not None:
@@ -406,8 +501,7 @@ class LatentCacheWriter:
                 )
         else:
             self.root.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.root / "meta.json") as tmp:
-                Path(tmp).write_text(json.dumps(self.meta.to_json(), indent=2) + "\n")
+            write_text(self.root / "meta.json", json.dumps(self.meta.to_json(), indent=2) + "\n")
 
     def path(self, key: str) -> Path:
         """File of a sample; `key` is a cache key (`*.npz`) or a manifest `video` path."""
@@ -427,7 +521,7 @@ class LatentCacheWriter:
             raise CacheError(f"{path}: refusing to write non-finite latents")
         if (std < 0).any():
             raise CacheError(f"{path}: latent_std has negative entries")
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        with atomic_file(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, latent_mean=mean, latent_std=std)
         return path
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mg_data._atomic import atomic_path
+from mg_data.atomic import atomic_file
 from mg_data.video_io import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -237,7 +237,7 @@ def write_manifest(
         columns = [name for name in KNOWN_COLUMNS if name in used or name == "video"] + extra
     if "video" not in columns:
         raise ValueError(f"{path}: a manifest needs a 'video' column, got {list(columns)}")
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         for cells in dicts:

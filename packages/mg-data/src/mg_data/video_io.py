@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mg_data._atomic import atomic_path
+from mg_data.atomic import atomic_file
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"})
@@ -240,7 +240,7 @@ def write_video(
         raise ValueError(f"{path}: H.264 (yuv420p) needs an even frame size, got {height}x{width}")
     from fractions import Fraction
 
-    with atomic_path(path) as tmp, av.open(tmp, mode="w", format="mp4") as container:
+    with atomic_file(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         # One encoder thread makes the bitstream identical run to run (a deterministic dataset).
@@ -280,5 +280,5 @@ def write_image(path: str | os.PathLike, frame: np.ndarray) -> None:
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"{path}: expected an (H, W, 3) uint8 frame, got {frame.dtype} {frame.shape}")
-    with atomic_path(path) as tmp:
+    with atomic_file(path) as tmp:
         Image.fromarray(frame).save(tmp, format=Image.registered_extensions().get(Path(path).suffix.lower()))

@@ -19,6 +19,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, mint, nn, ops
 
+from mg_parallel._atomic import atomic_file
 from mg_parallel.comm import _AllGatherImpl, native_supported
 from mg_parallel.groups import Group, ParallelContext, get_parallel_context
 
@@ -177,12 +178,10 @@ def save_full_checkpoint(
     ctx = ctx or get_parallel_context()
     state = gather_full_state(params, ctx)
     if ctx.rank_id == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")  # MindSpore insists on the suffix
-        ms.save_checkpoint(
-            [{"name": k, "data": ms.Tensor(v)} for k, v in state.items()], str(tmp), format=fmt
-        )
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:  # same suffix: MindSpore insists on it
+            ms.save_checkpoint(
+                [{"name": k, "data": ms.Tensor(v)} for k, v in state.items()], str(tmp), format=fmt
+            )
     return state
 
 

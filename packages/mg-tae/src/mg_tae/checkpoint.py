@@ -1,14 +1,12 @@
 """Checkpoints of the TAE: `config.json` + `model.safetensors` (parameter names of the MindSpore cells).
 
-Files are written to a temporary name in the target directory and renamed into place, so a crash never leaves a
-half-written checkpoint under the final name.
+Both files are written into a temporary folder that takes the place of the target folder when complete, so a
+crash never leaves a half-written checkpoint, or new weights beside an old config, under the final name.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,7 @@ import numpy as np
 from mindspore import Tensor
 from safetensors.numpy import load_file, save_file
 
+from mg_tae._atomic import atomic_dir
 from mg_tae.config import TAEConfig
 
 CONFIG_NAME = "config.json"
@@ -83,25 +82,15 @@ def load_state_dict(
     return report
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_pretrained(model, directory) -> None:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write `model.safetensors` and `config.json`; both appear together (a temporary folder takes the place of
+    `directory`), so a crash never pairs new weights with an old config. An existing `directory` may hold only
+    those two files."""
     state = state_dict(model)
-    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, p, metadata={"format": "mg-tae"}))
     text = json.dumps(model.config.to_dict(), indent=2) + "\n"
-    _atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(text))
+    with atomic_dir(directory, replaces=(WEIGHTS_NAME, CONFIG_NAME)) as tmp:
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "mg-tae"})
+        (tmp / CONFIG_NAME).write_text(text)
 
 
 def from_pretrained(cls, directory, strict: bool = True):

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mg_tae._atomic import write_text
+
 BACKENDS = ("auto", "matmul", "matmul_autograd", "native")
 
 
@@ -131,7 +133,7 @@ class TAEConfig:
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> TAEConfig:

@@ -7,8 +7,6 @@ other shape mismatch is an error that names the key.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import mindspore as ms
@@ -16,23 +14,12 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from mg_transformer._atomic import atomic_dir
 from mg_transformer.config import TransformerConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 POSITION_TABLES = ("pos_embed_t", "pos_embed_h", "pos_embed_w")
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` for a temporary file next to `path`, then rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def state_dict(model: ms.nn.Cell) -> dict[str, np.ndarray]:
@@ -41,12 +28,14 @@ def state_dict(model: ms.nn.Cell) -> dict[str, np.ndarray]:
 
 
 def save_pretrained(model, directory: str | Path) -> Path:
-    """Write `model.safetensors` then `config.json` into `directory`, each via a temp file and a rename."""
+    """Write `model.safetensors` and `config.json` into `directory`; both appear together (a temporary folder
+    takes the place of `directory`), so a crash never pairs new weights with an old config. An existing
+    `directory` may hold only those two files."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: np.ascontiguousarray(value) for name, value in state_dict(model).items()}
-    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "np"}))
-    _atomic_write(directory / CONFIG_NAME, model.config.to_json)
+    with atomic_dir(directory, replaces=(WEIGHTS_NAME, CONFIG_NAME)) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "np"})
+        model.config.to_json(tmp / CONFIG_NAME)
     return directory
 
 

@@ -1,4 +1,5 @@
-"""The text-embedding cache writer (docs/contracts.md section 2): layout, contents, resume, errors."""
+"""Embedding prompts into mg-data's text-embedding cache (docs/contracts.md section 2): layout, contents, resume,
+errors. Entries are read back with mg-data's reader, the format's one owner."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import json
 import numpy as np
 import pytest
 
-from mg_transformer.text import (
-    ENCODER_NAMES,
-    TextEmbedder,
-    TextTruncationWarning,
-    read_cache_entry,
-    read_meta,
-)
+from mg_data import CacheError, TextEmbeddingStore, cache_key
+from mg_transformer.text import ENCODER_NAMES, TextEmbedder, TextTruncationWarning
+
+
+def read_entry(cache, name: str, key: str, max_length: int | None = None):
+    """(embedding, mask) of one entry as mg-data's reader serves it (padded to `max_length`)."""
+    lengths = {name: max_length} if max_length is not None else None
+    store = TextEmbeddingStore(cache, encoders=[name], max_lengths=lengths)
+    return store.get(cache_key(key))[name]
+
 
 KEYS = ["clips/a.npz", "clips/b", "images/sub/c.npz"]
 PROMPTS = ["a red circle moving left", "a blue square moving right on white", "a green star"]
@@ -68,7 +72,7 @@ def test_entries_hold_real_tokens_and_match_embed(tiny, written):
                 assert data["tokens"].dtype == np.int32
                 assert data["tokens"].tolist() == [b + 3 for b in PROMPTS[row].encode()] + [1]
             # a reader padding to max_length rebuilds exactly what embed returns
-            emb, mask, _ = read_cache_entry(cache, name, key, max_length=64)
+            emb, mask = read_entry(cache, name, key, max_length=64)
             np.testing.assert_allclose(emb, direct[name][0][row], atol=1e-6)
             np.testing.assert_array_equal(mask, direct[name][1][row])
 
@@ -77,9 +81,13 @@ def test_null_entry_is_the_empty_prompt(tiny, written):
     cache, _, _ = written
     null = tiny.embed_null()
     for name in ENCODER_NAMES:
-        emb, mask, tokens = read_cache_entry(cache, name, "__null__")
+        with np.load(cache / name / "__null__.npz") as data:
+            emb, mask, tokens = data["text_emb"], data["mask"], data["tokens"]
         assert tokens.tolist() == [1] and mask.tolist() == [1]
         np.testing.assert_allclose(emb, null[name][0][0, :1], atol=1e-6)
+        padded, padded_mask = TextEmbeddingStore(cache, encoders=[name]).null()[name]
+        np.testing.assert_allclose(padded, null[name][0][0], atol=1e-6)
+        np.testing.assert_array_equal(padded_mask, null[name][1][0])
 
 
 def test_progress_lines(written):
@@ -106,16 +114,16 @@ def test_resume_skips_existing_and_rewrites_missing(tiny, tmp_path):
 def test_a_cache_of_another_model_is_refused(tiny, tmp_path):
     tiny.write_cache(tmp_path, KEYS[:1], PROMPTS[:1], progress=False)
     other = TextEmbedder.tiny(seed=1, names=["ul2"])
-    with pytest.raises(ValueError, match=r"encoder 'ul2' was cached with .*preset:tiny:seed=0"):
+    with pytest.raises(CacheError, match=r"encoder 'ul2' was cached with .*preset:tiny:seed=0"):
         other.write_cache(tmp_path, KEYS[:1], PROMPTS[:1], progress=False)
     # a new encoder joins the existing meta.json
     TextEmbedder({"ul2": "tiny"}, max_lengths={"ul2": 64}).write_cache(
         tmp_path, KEYS[:1], PROMPTS[:1], progress=False
     )
-    assert set(read_meta(tmp_path)["encoders"]) == set(ENCODER_NAMES)
+    assert set(json.loads((tmp_path / "meta.json").read_text())["encoders"]) == set(ENCODER_NAMES)
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "meta.json").write_text(json.dumps({"format": "mg-latents", "version": 1}))
-    with pytest.raises(ValueError, match="not a text-embedding cache"):
+    with pytest.raises(CacheError, match="expected 'mg-text-emb'"):
         tiny.write_cache(tmp_path / "x", KEYS[:1], PROMPTS[:1], progress=False)
 
 
@@ -159,16 +167,6 @@ def test_bad_keys_and_arguments(tiny, tmp_path):
     with pytest.raises(ValueError, match="dtype 'bfloat16'"):
         tiny.write_cache(tmp_path, ["a"], ["p"], dtype="bfloat16", progress=False)
     assert not (tmp_path / "meta.json").exists()  # nothing was written by the rejected calls
-
-
-def test_reader_accepts_reference_padded_files(tmp_path):
-    (tmp_path / "ul2").mkdir()
-    emb = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
-    mask = np.array([1, 1, 1, 0, 0, 0, 0, 0], np.uint8)
-    np.savez(tmp_path / "ul2" / "v.npz", text_emb=emb, mask=mask, tokens=np.arange(8))
-    got, got_mask, _ = read_cache_entry(tmp_path, "ul2", "v", max_length=5)
-    np.testing.assert_array_equal(got, emb[:5])
-    np.testing.assert_array_equal(got_mask, mask[:5])
 
 
 def test_movie_gen_bench_prompts_truncate_as_counted(tmp_path, shared_data):

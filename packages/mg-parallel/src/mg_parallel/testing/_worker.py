@@ -14,6 +14,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from mg_parallel._atomic import atomic_file
+
 
 def resolve_target(target: str):
     """Return the function named by `"package.module:function"` or `"/path/to/file.py:function"`."""
@@ -38,9 +40,8 @@ def resolve_target(target: str):
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def main(run_dir: str) -> int:

@@ -1,7 +1,7 @@
 """Movie Gen's frozen text encoders in MindSpore: UL2 and ByT5 (T5 encoders), MetaCLIP (a CLIP text encoder).
 
 Loads Hugging Face model folders (config.json, single or sharded safetensors, tokenizer files), tokenises with
-HF `tokenizers` (or ByT5's byte scheme), and writes the text-embedding cache that mg-data reads:
+HF `tokenizers` (or ByT5's byte scheme), and embeds prompts into mg-data's text-embedding cache:
 
     from mg_transformer.text import TextEmbedder
     embedder = TextEmbedder({"ul2": "/models/ul2", "byt5": "/models/byt5-small", "metaclip": "/models/metaclip"})
@@ -10,15 +10,7 @@ HF `tokenizers` (or ByT5's byte scheme), and writes the text-embedding cache tha
     embedder.write_cache("cache/text", keys=["clips/a"], prompts=["a red ball rolls left"])
 """
 
-from mg_transformer.text.cache import (
-    CACHE_FORMAT,
-    CACHE_VERSION,
-    NULL_KEY,
-    CacheReport,
-    read_cache_entry,
-    read_meta,
-    write_text_cache,
-)
+from mg_transformer.text.cache import NULL_KEY, CacheReport, write_text_cache
 from mg_transformer.text.clip import CLIPTextConfig, CLIPTextEncoder
 from mg_transformer.text.embedder import TextEmbedder, quoted_text
 from mg_transformer.text.encoders import (
@@ -33,8 +25,6 @@ from mg_transformer.text.t5 import T5Encoder, T5EncoderConfig
 from mg_transformer.text.tokenization import ByteTokenizer, HFTokenizer, load_tokenizer, word_level_tokenizer
 
 __all__ = [
-    "CACHE_FORMAT",
-    "CACHE_VERSION",
     "DEFAULT_MAX_LENGTHS",
     "ENCODER_NAMES",
     "NULL_KEY",
@@ -53,8 +43,6 @@ __all__ = [
     "TextTruncationWarning",
     "load_tokenizer",
     "quoted_text",
-    "read_cache_entry",
-    "read_meta",
     "word_level_tokenizer",
     "write_text_cache",
 ]

@@ -17,10 +17,22 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 
+from mg_transformer._atomic import atomic_dir
 from mg_transformer.text.clip import CLIPTextConfig, CLIPTextEncoder
-from mg_transformer.text.hf_io import read_config
+from mg_transformer.text.hf_io import CONFIG, SAFETENSORS, read_config
 from mg_transformer.text.t5 import T5Encoder, T5EncoderConfig
-from mg_transformer.text.tokenization import ByteTokenizer, Tokenizer, load_tokenizer, pad_batch
+from mg_transformer.text.tokenization import (
+    SPECIAL_TOKENS_MAP,
+    TOKENIZER_CONFIG,
+    TOKENIZER_JSON,
+    ByteTokenizer,
+    Tokenizer,
+    load_tokenizer,
+    pad_batch,
+)
+
+# What `TextEncoder.save_pretrained` writes; it replaces a folder only when it holds nothing else.
+HF_FOLDER_FILES = (CONFIG, SAFETENSORS, TOKENIZER_JSON, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP)
 
 ENCODER_NAMES = ("ul2", "byt5", "metaclip")
 """Encoder names of the contract (docs/contracts.md section 1), in Movie Gen's concatenation order."""
@@ -291,9 +303,11 @@ class TextEncoder:
         return cls.from_pretrained(name, source, max_length=max_length, dtype=dtype)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write the model and tokenizer as a Hugging Face folder that `from_pretrained` (ours or HF's) reads."""
-        self.model.save_pretrained(folder)
-        self.tokenizer.save(folder, self.max_length)
+        """Write the model and tokenizer as a Hugging Face folder that `from_pretrained` (ours or HF's) reads.
+        All files appear together; an existing `folder` may hold only files of such a folder."""
+        with atomic_dir(folder, replaces=HF_FOLDER_FILES) as tmp:
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save(tmp, self.max_length)
 
 
 class TextTruncationWarning(UserWarning):
