@@ -8,23 +8,31 @@ import pytest
 from mindspore import Tensor
 
 from mg_tae import conv
-from tae_reference import conv2d, temporal_conv
 
-# name -> (hand-written-backward function, plain autograd function, numpy forward reference)
+# name -> (hand-written-backward function, plain autograd function, numpy reference (fixture `numpy_conv`), stride)
 OPS = {
-    "conv3x3": (conv.conv3x3_rows_fast, conv.conv3x3_rows, conv2d),
-    "conv3x3_stride2": (
-        conv.conv3x3_stride2_rows_fast,
-        conv.conv3x3_stride2_rows,
-        lambda x, w, b: conv2d(x, w, b, stride=2),
-    ),
-    "temporal": (conv.temporal_conv3_rows_fast, conv.temporal_conv3_rows, temporal_conv),
+    "conv3x3": (conv.conv3x3_rows_fast, conv.conv3x3_rows, "conv2d", 1),
+    "conv3x3_stride2": (conv.conv3x3_stride2_rows_fast, conv.conv3x3_stride2_rows, "conv2d", 2),
+    "temporal": (conv.temporal_conv3_rows_fast, conv.temporal_conv3_rows, "temporal_conv", 1),
     "temporal_stride2": (
         conv.temporal_conv3_stride2_rows_fast,
         conv.temporal_conv3_stride2_rows,
-        lambda x, w, b: temporal_conv(x, w, b, stride=2),
+        "temporal_conv",
+        2,
     ),
 }
+
+
+@pytest.fixture
+def reference(numpy_conv):
+    """`reference(op)`: the numpy forward (x, w, b) -> y of op."""
+
+    def forward(op):
+        _, _, name, stride = OPS[op]
+        return lambda x, w, b: getattr(numpy_conv, name)(x, w, b, stride=stride)
+
+    return forward
+
 
 # (op, input shape channels-last, C_out): odd spatial sizes and frame counts, single pixels / frames, batches.
 CASES = [
@@ -53,20 +61,19 @@ def _weight_shape(op, c, c_out):
     return (c_out, c, 3) if op.startswith("temporal") else (c_out, c, 3, 3)
 
 
-def _data(op, shape, c_out, seed=0):
+def _data(ref, op, shape, c_out, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape)
     w = rng.standard_normal(_weight_shape(op, shape[-1], c_out))
     b = rng.standard_normal(c_out)
-    y_shape = OPS[op][2](x, w, b).shape
+    y_shape = ref(x, w, b).shape
     g = rng.standard_normal(y_shape)  # the upstream gradient dL/dY
     return x, w, b, g
 
 
-def numpy_grads(op, x, w, b, g):
-    """Exact gradients of L = sum(g * conv(x, w, b)) from the naive numpy conv, by linearity: each entry is the
+def numpy_grads(ref, x, w, b, g):
+    """Exact gradients of L = sum(g * ref(x, w, b)) from the naive numpy conv `ref`, by linearity: each entry is the
     response of the conv to one basis input (x, or a single-output-channel one-hot kernel) contracted with g."""
-    ref = OPS[op][2]
     dx = np.zeros_like(x)
     for index in np.ndindex(*x.shape):
         basis = np.zeros_like(x)
@@ -106,36 +113,36 @@ def _assert_close(got, want, what):
 
 
 @pytest.mark.parametrize("op,shape,c_out", CASES)
-def test_hand_written_backward_matches_numpy_and_autograd(op, shape, c_out):
-    fast, plain, _ = OPS[op]
-    x, w, b, g = _data(op, shape, c_out)
-    want = numpy_grads(op, x, w, b, g)
+def test_hand_written_backward_matches_numpy_and_autograd(op, shape, c_out, reference):
+    fast, plain, _, _ = OPS[op]
+    x, w, b, g = _data(reference(op), op, shape, c_out)
+    want = numpy_grads(reference(op), x, w, b, g)
     _assert_close(ms_grads(fast, x, w, b, g), want, f"{op} hand-written vs numpy")
     _assert_close(ms_grads(plain, x, w, b, g), want, f"{op} autograd vs numpy")
 
 
 @pytest.mark.parametrize("op,shape,c_out", [CASES[0], CASES[5], CASES[7], CASES[11]])
-def test_hand_written_backward_under_jit(op, shape, c_out):
-    fast, plain, _ = OPS[op]
-    x, w, b, g = _data(op, shape, c_out, seed=1)
-    want = numpy_grads(op, x, w, b, g)
+def test_hand_written_backward_under_jit(op, shape, c_out, reference):
+    fast, plain, _, _ = OPS[op]
+    x, w, b, g = _data(reference(op), op, shape, c_out, seed=1)
+    want = numpy_grads(reference(op), x, w, b, g)
     _assert_close(ms_grads(fast, x, w, b, g, jit=True), want, f"{op} hand-written (jit) vs numpy")
     _assert_close(ms_grads(plain, x, w, b, g, jit=True), want, f"{op} autograd (jit) vs numpy")
 
 
 @pytest.mark.parametrize("op,shape,c_out", [CASES[0], CASES[3], CASES[7], CASES[12]])
-def test_hand_written_backward_in_row_chunks_and_by_slices(op, shape, c_out, monkeypatch):
+def test_hand_written_backward_in_row_chunks_and_by_slices(op, shape, c_out, monkeypatch, reference):
     """Tiny im2col blocks force several row chunks (joined forward, summed weight gradients), and a zero gather
     threshold forces the slice-built windows used for wide channels."""
     monkeypatch.setattr(conv, "MAX_WINDOW_ELEMENTS", 7 * 9 * shape[-1] * 2)
     monkeypatch.setattr(conv, "GATHER_MAX_CHANNELS", 0)
     assert len(conv.row_chunks(50, 9 * shape[-1])) > 1
-    fast, _, _ = OPS[op]
-    x, w, b, g = _data(op, shape, c_out, seed=2)
-    _assert_close(ms_grads(fast, x, w, b, g), numpy_grads(op, x, w, b, g), f"{op} chunked, sliced")
+    fast = OPS[op][0]
+    x, w, b, g = _data(reference(op), op, shape, c_out, seed=2)
+    _assert_close(ms_grads(fast, x, w, b, g), numpy_grads(reference(op), x, w, b, g), f"{op} chunked, sliced")
 
 
-def test_wide_channels_take_the_slice_windows_and_match_numpy():
+def test_wide_channels_take_the_slice_windows_and_match_numpy(numpy_conv):
     """C >= GATHER_MAX_CHANNELS builds windows by slicing (the default for the SD3.5-size TAE)."""
     c = conv.GATHER_MAX_CHANNELS
     rng = np.random.default_rng(3)
@@ -147,7 +154,7 @@ def test_wide_channels_take_the_slice_windows_and_match_numpy():
     want = ms_grads(conv.conv3x3_rows, x, w, b, g)  # the numpy basis loop is too slow at this width
     np.testing.assert_allclose(
         conv.conv3x3_rows_fast(*(Tensor(a.astype(np.float32)) for a in (x, w, b))).asnumpy(),
-        conv2d(x, w, b),
+        numpy_conv.conv2d(x, w, b),
         rtol=1e-4,
         atol=1e-4,
     )

@@ -47,6 +47,29 @@ def test_outlier_penalty_matches_loop_and_ignores_inliers():
     assert float(losses.outlier_penalty_loss(Tensor(flat, ms.float32))) == 0.0
 
 
+def test_outlier_penalty_paper_form_matches_its_formula_by_loops():
+    """1/(HW) sum_ij max(||X_ij - Mean(X)|| - r Std(X), 0) per sample, X_ij the T x C values at (i, j)."""
+    z = RNG.standard_normal((2, 3, 2, 5, 4))
+    z[1, :, :, 2, 1] += 9.0  # one position far from the rest in every channel and frame
+    want = 0.0
+    for b in range(2):
+        x = z[b]
+        mean, std = x.mean(), x.std()
+        for i in range(5):
+            for j in range(4):
+                want += max(np.linalg.norm(x[:, :, i, j] - mean) - 0.5 * std, 0.0) / (5 * 4)
+    want /= 2
+    got = float(losses.outlier_penalty_loss(Tensor(z, ms.float32), r=0.5, form="paper"))
+    assert want > 0 and np.isclose(got, want, rtol=1e-4)
+    # the far position dominates the penalty (a norm over T*C = 6 Gaussian values exceeds 3 sigma by chance too)
+    with_far = float(losses.outlier_penalty_loss(Tensor(z, ms.float32), r=3.0, form="paper"))
+    moved = z.copy()
+    moved[1, :, :, 2, 1] -= 9.0
+    assert with_far > 4 * float(losses.outlier_penalty_loss(Tensor(moved, ms.float32), form="paper"))
+    with pytest.raises(ValueError, match="form must be one of"):
+        losses.outlier_penalty_loss(Tensor(z, ms.float32), form="l2")
+
+
 def _torch_lpips(weights, x, y):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional

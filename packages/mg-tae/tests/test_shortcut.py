@@ -1,6 +1,6 @@
 """The pixel shortcut (TAEConfig.pixel_shortcut): what it adds to the latent means and to the decoded pixels,
 computed independently with numpy block means and a textbook bilinear resize; its exact round trip on flat
-clips; jit == PyNative; tiled == untiled; and configuration checks."""
+clips; tiled == untiled; and configuration checks. (jit == PyNative with the shortcut: test_model.py.)"""
 
 import numpy as np
 import pytest
@@ -8,7 +8,6 @@ from mindspore import Tensor
 
 from mg_tae import TAEConfig, TemporalAutoencoder
 from mg_tae.shortcut import PixelShortcut
-from test_model import MICRO, _assert_grads_close, _loss_and_grads, _video
 
 
 def _pair(**overrides):
@@ -34,9 +33,9 @@ def test_the_shortcut_adds_no_parameters():
 
 
 @pytest.mark.parametrize("frames", [1, 16, 12])
-def test_encoder_adds_block_means_to_the_latent_means_only(frames):
+def test_encoder_adds_block_means_to_the_latent_means_only(frames, video):
     plain, short = _pair()
-    x = _video((2, 3, frames, 16, 24))
+    x = video((2, 3, frames, 16, 24))
     added = short.encode_moments(x).asnumpy() - plain.encode_moments(x).asnumpy()
     means = _block_means(x.asnumpy(), 8, 8)  # (2, 3, T', 2, 3)
     carried = means[:, [k % 3 for k in range(16)]]  # latent channel k carries pixel channel k mod 3
@@ -55,9 +54,9 @@ def _bilinear_x8(a: np.ndarray, axis: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("latent_frames, size", [(1, (2, 3)), (2, (3, 1))])
-def test_decoder_adds_the_mean_of_each_colours_latent_channels_bilinear_in_space(latent_frames, size):
+def test_decoder_adds_the_mean_of_each_colours_latent_channels_bilinear_in_space(latent_frames, size, video):
     plain, short = _pair()
-    z = _video((1, 16, latent_frames, *size), seed=3)
+    z = video((1, 16, latent_frames, *size), seed=3)
     added = short.decode(z).asnumpy() - plain.decode(z).asnumpy()
     zn = z.asnumpy()
     colour = np.stack([zn[:, c::3].mean(axis=1) for c in range(3)], axis=1)  # (1, 3, T', h, w)
@@ -82,20 +81,10 @@ def test_shortcut_alone_round_trips_spatially_flat_clips():
     assert np.all(np.diff(row) >= 0) and 0 < row[7] < 0.5 < row[8] < 1
 
 
-@pytest.mark.parametrize("frames", [1, 3])
-def test_jit_matches_pynative_with_the_shortcut(frames):
-    model = TemporalAutoencoder(TAEConfig.tiny(**MICRO, pixel_shortcut=True), seed=0)
-    x = _video((1, 3, frames, 8, 8))
-    noise = _video((1, 4, -(-frames // 2), 4, 4), seed=2)
-    _assert_grads_close(
-        _loss_and_grads(model, x, noise, jit=True), _loss_and_grads(model, x, noise), rtol=1e-5
-    )
-
-
-def test_temporal_tiling_is_exact_with_the_shortcut():
+def test_temporal_tiling_is_exact_with_the_shortcut(video):
     """Tiles start on latent cells and the shortcut is local to a cell: a frame-wise TAE tiles exactly."""
     model = TemporalAutoencoder(TAEConfig.tiny(pixel_shortcut=True), seed=0)
-    x = _video((1, 3, 32, 16, 16), seed=5)
+    x = video((1, 3, 32, 16, 16), seed=5)
     z = model.encode(x).mean
     y = model.decode(z)
     model.enable_tiling(tile_frames=16, overlap_frames=0, tile_size=None)

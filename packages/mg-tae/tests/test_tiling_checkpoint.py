@@ -4,24 +4,12 @@ import json
 
 import numpy as np
 import pytest
-from mindspore import Tensor
 from safetensors.numpy import load_file, save_file
 
 from mg_tae import TAEConfig, TemporalAutoencoder
 from mg_tae.metrics import psnr
 from mg_tae.tiling import ramp, windows
-
-
-def _video(shape, seed=0):
-    return Tensor(np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32))
-
-
-def _perturb_temporal(model, scale, seed=1):
-    rng = np.random.default_rng(seed)
-    for name, p in model.parameters_and_names():
-        if ".temporal." in name or "temporal_" in name:
-            value = p.asnumpy()
-            p.set_data(Tensor((value + scale * rng.standard_normal(value.shape)).astype(np.float32)))
+from mg_testing import check_save_load_round_trip
 
 
 def _relative_psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -45,11 +33,11 @@ def test_windows_cover_and_ramps_sum_to_one(length, tile, stride):
     assert np.all(total > 0)
 
 
-def test_temporal_tiling_is_exact_for_a_framewise_tae():
+def test_temporal_tiling_is_exact_for_a_framewise_tae(video):
     """At initialisation the TAE is frame-wise, so temporal tiles must reproduce the untiled result exactly:
     this checks the tile plan, latent alignment and blend weights."""
     model = TemporalAutoencoder(TAEConfig.tiny(), seed=0)
-    x = _video((1, 3, 41, 16, 16))
+    x = video((1, 3, 41, 16, 16))
     z = model.encode(x).mean
     y = model.decode(z, num_frames=41)
     model.enable_tiling(tile_frames=16, overlap_frames=8, tile_size=None)
@@ -60,10 +48,10 @@ def test_temporal_tiling_is_exact_for_a_framewise_tae():
     np.testing.assert_allclose(yt.asnumpy(), y.asnumpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_temporal_tiling_with_overlap_stays_close_and_beats_no_overlap():
+def test_temporal_tiling_with_overlap_stays_close_and_beats_no_overlap(video, perturb_temporal):
     model = TemporalAutoencoder(TAEConfig.tiny(), seed=0)
-    _perturb_temporal(model, scale=0.05)
-    z = _video((1, 16, 8, 2, 2), seed=4)
+    perturb_temporal(model, scale=0.05)
+    z = video((1, 16, 8, 2, 2), seed=4)
     y = model.decode(z).asnumpy()
     model.enable_tiling(tile_frames=32, overlap_frames=16, tile_size=None)
     blended = _relative_psnr(model.decode(z).asnumpy(), y)
@@ -72,9 +60,9 @@ def test_temporal_tiling_with_overlap_stays_close_and_beats_no_overlap():
     assert blended > cut + 1.0 and blended > 20.0  # 26.8 vs 25.1 dB when written
 
 
-def test_spatial_tiling_stays_close():
+def test_spatial_tiling_stays_close(video):
     model = TemporalAutoencoder(TAEConfig.tiny(), seed=0)
-    x = _video((1, 3, 1, 96, 96))
+    x = video((1, 3, 1, 96, 96))
     z = model.encode(x).mean
     y = model.decode(z, num_frames=1).asnumpy()
     model.enable_tiling(tile_size=64, overlap_size=32)
@@ -97,19 +85,22 @@ def test_tiling_arguments_are_checked():
         model.enable_tiling(tile_size=100)
 
 
-def test_save_and_load_round_trip(tmp_path):
+def encoded_mean(model, x):
+    return model.encode(x).mean
+
+
+def test_save_and_load_round_trip(tmp_path, video, perturb_temporal):
     model = TemporalAutoencoder(TAEConfig.tiny(latent_channels=8), seed=3)
-    _perturb_temporal(model, scale=0.1)
-    model.save_pretrained(tmp_path / "ckpt")
+    perturb_temporal(model, scale=0.1)
+    # parameters by name, config and encoded means all exactly equal after loading
+    check_save_load_round_trip(
+        model, (video((1, 3, 9, 16, 16)),), folder=tmp_path / "ckpt", forward=encoded_mean
+    )
     files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
     assert files == ["config.json", "model.safetensors"]  # no temporary files left behind
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["latent_channels"] == 8
     stored = load_file(str(tmp_path / "ckpt" / "model.safetensors"))
     assert "encoder.down_blocks.0.resnets.0.conv1.temporal.weight" in stored
-    loaded = TemporalAutoencoder.from_pretrained(tmp_path / "ckpt")
-    assert loaded.config == model.config
-    x = _video((1, 3, 9, 16, 16))
-    np.testing.assert_array_equal(loaded.encode(x).mean.asnumpy(), model.encode(x).mean.asnumpy())
 
 
 def test_strict_loading_fails_loudly_and_non_strict_reports(tmp_path):

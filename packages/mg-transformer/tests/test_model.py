@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn
 
+from mg_testing import (
+    Tolerance,
+    check_gradient_checkpointing,
+    check_jit_matches_pynative,
+    check_rejects_bad_inputs,
+)
 from mg_transformer import MovieGenTransformer, TransformerConfig
 from mg_transformer.attention import ChunkedAttention, PlainAttention
+from mg_transformer.pretrained import load_state_dict
 from mg_transformer.testing import dummy_inputs, randomize_parameters
 
 # --------------------------------------------------------------------------------------------------------------
@@ -67,7 +74,9 @@ def numpy_forward(model, latents, timesteps, embs, masks):
                 patch = x[:, :, i * pt : (i + 1) * pt, j * ph : (j + 1) * ph, k * pw : (k + 1) * pw]
                 tokens[:, index] = patch.reshape(batch, -1)
                 positions[index] = p["pos_embed_t"][i] + p["pos_embed_h"][j] + p["pos_embed_w"][k]
-    h = tokens @ p["patch_embed.weight"].T + positions
+    # The reference adds the position embedding at the start of every layer; DiT-style once, here.
+    every_layer = cfg.pos_embed_every_layer
+    h = tokens @ p["patch_embed.weight"].T + (0.0 if every_layer else positions)
 
     half = cfg.timestep_embed_dim // 2
     freqs = np.exp(-math.log(10000.0) * np.arange(half) / half)
@@ -91,6 +100,8 @@ def numpy_forward(model, latents, timesteps, embs, masks):
 
     for layer in range(cfg.num_layers):
         pre = f"blocks.{layer}."
+        if every_layer:
+            h = h + positions
         shift1, scale1, gate1, shift2, scale2, gate2 = [
             (modulation + p[pre + "scale_shift_table"])[:, n : n + 1] for n in range(6)
         ]
@@ -137,6 +148,8 @@ def random_model(config, seed=0):
         ({"qk_norm": True, "patch_size": (2, 2, 1), "attention_backend": "plain"}, (4, 4, 6)),
         # an image; 3 query blocks, online softmax over 2-3 key blocks
         ({"text_dims": {"byt5": 24}, "attention_chunk_size": 3, "attention_key_chunk_size": 4}, (1, 6, 4)),
+        ({"pos_embed_every_layer": True}, (2, 8, 8)),  # the reference's placement of the position embedding
+        ({"pos_embed_every_layer": True, "num_layers": 3, "attention_backend": "plain"}, (1, 4, 6)),
     ],
 )
 def test_forward_matches_numpy_reference(overrides, latent_size):
@@ -147,6 +160,16 @@ def test_forward_matches_numpy_reference(overrides, latent_size):
     assert out.shape == (2, config.out_channels, *latent_size)
     expected = numpy_forward(model, latents, t, embs, masks)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_position_embedding_placement_changes_the_output_and_keeps_the_weights():
+    """Both placements share one set of weights (checkpoints load either way) but compute different functions."""
+    once = random_model(tiny())
+    every = MovieGenTransformer(tiny(pos_embed_every_layer=True))
+    load_state_dict(every, {n: p.asnumpy() for n, p in once.parameters_and_names()})
+    inputs = dummy_inputs(once.config, batch=1)
+    a, b = once(*inputs).asnumpy(), every(*inputs).asnumpy()
+    assert np.abs(a - b).max() > 1e-2 * np.abs(a).max()
 
 
 def test_fresh_model_predicts_zero_velocity_and_has_reference_init():
@@ -257,68 +280,44 @@ def test_parallel_seams_core_and_blocks():
     )
 
 
-def grads_of(model, latents, t, embs, masks, jit=False):
-    params = model.trainable_params()
-
-    def loss_fn(latents, t, embs, masks):
-        return (model(latents, t, embs, masks) ** 2).mean()
-
-    fn = ms.value_and_grad(loss_fn, None, params)
-    if jit:
-        fn = ms.jit(fn)
-    loss, grads = fn(latents, t, embs, masks)
-    return float(loss.asnumpy()), [g.asnumpy() for g in grads]
-
-
 def test_gradient_checkpointing_gives_same_gradients():
     config = tiny()
-    model = random_model(config, seed=4)
     inputs = dummy_inputs(config, batch=2, latent_size=(2, 4, 4))
-    loss, grads = grads_of(model, *inputs)
-    model.set_gradient_checkpointing(True)
-    loss_ckpt, grads_ckpt = grads_of(model, *inputs)
-    assert loss_ckpt == pytest.approx(loss, rel=1e-6)
-    for g, g_ckpt in zip(grads, grads_ckpt, strict=True):
-        np.testing.assert_allclose(g_ckpt, g, rtol=1e-5, atol=1e-7)
-    assert sum(np.abs(g).sum() > 0 for g in grads) == len(grads)
+    # loss mean(output ** 2); loss rtol 1e-6, every parameter gradient rtol 1e-5 + atol 1e-7
+    plain, _ = check_gradient_checkpointing(lambda: random_model(config, seed=4), inputs)
+    assert all(np.abs(g).sum() > 0 for g in plain.params.values())
 
 
 def test_jit_forward_and_gradients_equal_pynative():
     config = tiny()
-    model = random_model(config, seed=5)
     inputs = dummy_inputs(config, batch=2, latent_size=(1, 4, 4))  # an image batch
-
-    def forward(latents, t, embs, masks):
-        return model(latents, t, embs, masks)
-
-    eager = forward(*inputs).asnumpy()
-    np.testing.assert_allclose(
-        ms.jit(forward)(*inputs).asnumpy(), eager, rtol=1e-5, atol=1e-5 * np.abs(eager).max()
+    check_jit_matches_pynative(random_model(config, seed=5), inputs, grads=False)  # rtol 1e-5 + 1e-5 of max
+    # Checkpointed under jit vs plain PyNative; graph mode sums in another order: float32 rounding only.
+    check_gradient_checkpointing(
+        lambda: random_model(config, seed=5),
+        inputs,
+        jit=True,
+        loss_tol=Tolerance(rtol=1e-5),
+        grad_tol=Tolerance(rtol=1e-4, of_max=1e-5),
     )
-    loss, grads = grads_of(model, *inputs)
-    model.set_gradient_checkpointing(True)
-    loss_jit, grads_jit = grads_of(model, *inputs, jit=True)
-    assert loss_jit == pytest.approx(loss, rel=1e-5)
-    for g, g_jit in zip(
-        grads, grads_jit, strict=True
-    ):  # graph mode sums in another order: float32 rounding only
-        np.testing.assert_allclose(g_jit, g, rtol=1e-4, atol=1e-5 * np.abs(g).max())
 
 
 def test_bad_inputs_raise_clear_errors():
     config = tiny()
     model = MovieGenTransformer(config)
     latents, t, embs, masks = dummy_inputs(config, latent_size=(2, 4, 4))
-    with pytest.raises(ValueError, match="16, T, H, W"):
-        model(Tensor(np.zeros((2, 8, 2, 4, 4), np.float32)), t, embs, masks)
-    with pytest.raises(ValueError, match="W=5 is not divisible"):
-        model(Tensor(np.zeros((2, 16, 2, 4, 5), np.float32)), t, embs, masks)
-    with pytest.raises(ValueError, match="pos_embed_max_size"):
-        model(Tensor(np.zeros((2, 16, 2, 4, 66), np.float32)), t, embs, masks)
-    with pytest.raises(
-        ValueError, match=r"expected 3 text embeddings in the order \('ul2', 'byt5', 'metaclip'\)"
-    ):
-        model(latents, t, embs[:2], masks[:2])
+
+    def latents_of(shape):
+        return Tensor(np.zeros(shape, np.float32))
+
+    order = r"expected 3 text embeddings in the order \('ul2', 'byt5', 'metaclip'\)"
+    bad = [
+        ((latents_of((2, 8, 2, 4, 4)), t, embs, masks), ValueError, "16, T, H, W"),
+        ((latents_of((2, 16, 2, 4, 5)), t, embs, masks), ValueError, "W=5 is not divisible"),
+        ((latents_of((2, 16, 2, 4, 66)), t, embs, masks), ValueError, "pos_embed_max_size"),
+        ((latents, t, embs[:2], masks[:2]), ValueError, order),
+    ]
+    check_rejects_bad_inputs(model, bad, valid=(latents, t, embs, masks))
 
 
 def test_missing_masks_mean_no_padding():
