@@ -18,6 +18,14 @@ import sys
 import time
 
 
+def mg_bench(benchmark: str, *rows: tuple) -> None:
+    """Print one figure group for tools/bench_summary.py: rows of (figure, ours, reference, reference_name,
+    unit, better), better being "lower" or "higher" (the convention is in tools/README.md)."""
+    keys = ("figure", "ours", "reference", "reference_name", "unit", "better")
+    table = [dict(zip(keys, row, strict=True)) for row in rows]
+    print("MG-BENCH " + json.dumps({"benchmark": benchmark, "rows": table}, default=float), flush=True)
+
+
 def run_case(
     path: str, seq: int, heads: int, head_dim: int, chunk: int, key_chunk: int, backward: bool
 ) -> dict:
@@ -121,6 +129,7 @@ def main() -> None:
             f"{fmt(row.get('peak_extra_mb'), 'MB')}  {note}"
         )
     print("\nratios chunked / plain:")
+    figures = []
     for seq in sorted(args.seqs):
         plain, chunked = rows.get(("plain", seq), {}), rows.get(("chunked", seq), {})
         parts = []
@@ -131,8 +140,18 @@ def main() -> None:
         ):
             if isinstance(plain.get(key), float) and isinstance(chunked.get(key), float) and plain[key] > 0:
                 parts.append(f"{label} {chunked[key] / plain[key]:.2f}x")
+            if isinstance(chunked.get(key), float):
+                reference = plain.get(key) if isinstance(plain.get(key), float) else None
+                name = (
+                    None if reference is None else "plain" + (" (estimated)" if "estimated" in plain else "")
+                )
+                unit = "MB" if key == "peak_extra_mb" else "s"
+                figures.append(
+                    (f"chunked, {seq} tokens, {label}", chunked[key], reference, name, unit, "lower")
+                )
         suffix = " (plain estimated)" if "estimated" in plain else ""
         print(f"  {seq:6d} tokens: " + ", ".join(parts) + suffix)
+    mg_bench("mg-transformer/bench_attention", *figures)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,14 @@ from pathlib import Path
 MODES = {"async": {}, "blocking": {"MS_DEV_LAUNCH_BLOCKING": "1"}}
 
 
+def mg_bench(benchmark: str, *rows: tuple) -> None:
+    """Print one figure group for tools/bench_summary.py: rows of (figure, ours, reference, reference_name,
+    unit, better), better being "lower" or "higher" (the convention is in tools/README.md)."""
+    keys = ("figure", "ours", "reference", "reference_name", "unit", "better")
+    table = [dict(zip(keys, row, strict=True)) for row in rows]
+    print("MG-BENCH " + json.dumps({"benchmark": benchmark, "rows": table}, default=float), flush=True)
+
+
 def find_prompts(path: str | None) -> list[str]:
     if path:
         return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
@@ -163,6 +171,7 @@ def main() -> None:
         header += f" {args.modes[1] + '/' + args.modes[0]:>16}"
     print(header)
     first = results[args.modes[0]]
+    figures = []
     for key in first:
         size, name, batch = key
         row = f"{size:<6} {name:<9} {batch:>5} {first[key]['tokens']:>7.0f}"
@@ -171,6 +180,23 @@ def main() -> None:
         if len(speeds) == 2:
             row += f" {speeds[1] / speeds[0]:>15.2f}x"
         print(row)
+        if "blocking" in results and "async" in results:  # ours: the launch mode mg-train sets on CPU
+            ours, ref = results["blocking"][key]["prompts_per_s"], results["async"][key]["prompts_per_s"]
+            figures.append(
+                (f"{name} {size}, batch {batch}, blocking", ours, ref, "async", "prompts/s", "higher")
+            )
+        else:
+            figures.append(
+                (
+                    f"{name} {size}, batch {batch}, {args.modes[0]}",
+                    speeds[0],
+                    None,
+                    None,
+                    "prompts/s",
+                    "higher",
+                )
+            )
+    mg_bench("mg-transformer/bench_text_encoders", *figures)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,14 @@ import sys
 import time
 
 
+def mg_bench(benchmark: str, *rows: tuple) -> None:
+    """Print one figure group for tools/bench_summary.py: rows of (figure, ours, reference, reference_name,
+    unit, better), better being "lower" or "higher" (the convention is in tools/README.md)."""
+    keys = ("figure", "ours", "reference", "reference_name", "unit", "better")
+    table = [dict(zip(keys, row, strict=True)) for row in rows]
+    print("MG-BENCH " + json.dumps({"benchmark": benchmark, "rows": table}, default=float), flush=True)
+
+
 def forward_flops(config, batch: int, latent: tuple[int, int, int], text_tokens: int) -> float:
     """Matmul FLOPs of one forward pass (multiply-adds counted as 2)."""
     pt, ph, pw = config.patch_size
@@ -249,6 +257,22 @@ def main() -> None:
             a, b = results["default"]["modes"].get(mode), results["AVX2"]["modes"].get(mode)
             if a and b:
                 print(f"{mode}: AVX2 step time is {b['step_s'] / a['step_s']:.2f}x the default's")
+    figures = []
+    for setting, result in results.items():
+        modes, rate = result["modes"], result["matmul_gflops"]
+        for mode, row in modes.items():
+            name = f"{mode} step FLOP rate, oneDNN {setting}"
+            figures.append((name, row["gflops"], rate, "2048^3 matmul", "GFLOP/s", "higher"))
+        if "pynative" in modes and "graph" in modes:
+            graph, eager = modes["graph"]["step_s"], modes["pynative"]["step_s"]
+            figures.append((f"graph step time, oneDNN {setting}", graph, eager, "PyNative", "s", "lower"))
+    for mode in args.modes:
+        a, b = (results.get(setting, {}).get("modes", {}).get(mode) for setting in ("default", "AVX2"))
+        if a and b:
+            figures.append(
+                (f"{mode} step time, oneDNN default", a["step_s"], b["step_s"], "oneDNN AVX2", "s", "lower")
+            )
+    mg_bench("mg-transformer/bench_train_step", *figures)
 
 
 if __name__ == "__main__":

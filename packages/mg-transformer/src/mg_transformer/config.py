@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mg_transformer._atomic import write_text
 from mg_transformer.attention import BACKENDS
 
 TEXT_ENCODERS = ("ul2", "byt5", "metaclip")
@@ -26,7 +27,9 @@ class TransformerConfig:
     and masks. `pos_embed_max_size` is the (t, h, w) size of the learnable position tables in patches: inputs may
     use any grid up to it. `attention_backend` picks the attention core ("auto" = fused flash attention on
     Ascend, chunked online-softmax attention elsewhere); `attention_chunk_size` and `attention_key_chunk_size`
-    are the chunked core's query and key block lengths.
+    are the chunked core's query and key block lengths. `pos_embed_every_layer` adds the factorised position
+    embedding at the start of every block, as the reference implementation does; False (the default) adds it
+    once before the first block, as DiT-style models do (see the package README for why).
     """
 
     num_layers: int = 24
@@ -46,6 +49,7 @@ class TransformerConfig:
     attention_backend: str = "auto"
     attention_chunk_size: int = 2048
     attention_key_chunk_size: int = 4096
+    pos_embed_every_layer: bool = False
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(int(p) for p in self.patch_size)
@@ -97,6 +101,20 @@ class TransformerConfig:
         pt, ph, pw = self.patch_size
         return self.in_channels * pt * ph * pw
 
+    def patch_grid(self, latent_thw: tuple[int, int, int]) -> tuple[int, int, int]:
+        """(t, h, w) patches of a latent grid; raises ValueError when a side does not divide by its patch."""
+        grid = []
+        for size, patch, axis in zip(latent_thw, self.patch_size, "THW", strict=True):
+            if size < 1 or size % patch:
+                raise ValueError(f"latent {axis}={size} is not a positive multiple of the patch size {patch}")
+            grid.append(size // patch)
+        return tuple(grid)
+
+    def num_patches(self, latent_thw: tuple[int, int, int]) -> int:
+        """Tokens of one sample: the product of `patch_grid`."""
+        t, h, w = self.patch_grid(latent_thw)
+        return t * h * w
+
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TransformerConfig:
         """A named size ("tiny", "1B", "5B", "30B") with any field overridden, e.g. `text_dims=...`."""
@@ -126,7 +144,7 @@ class TransformerConfig:
         return cls(**data)
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_json(cls, path: str | Path) -> TransformerConfig:

@@ -86,9 +86,10 @@ class FeedForward(nn.Cell):
 class TransformerBlock(nn.Cell):
     """One layer: modulated self-attention, cross-attention to text, modulated SwiGLU MLP (all residual).
 
-    Called as `block(x, modulation, text, text_mask)` with x (B, S, hidden), the shared timestep modulation
-    (B, 6, hidden), text tokens (B, L, hidden) and the text mask (B, 1, 1, L) or None. The layer adds its own
-    learned `scale_shift_table` (1, 6, hidden) to the shared modulation (adaLN-single).
+    Called as `block(x, modulation, text, text_mask, pos)` with x (B, S, hidden), the shared timestep
+    modulation (B, 6, hidden), text tokens (B, L, hidden), the text mask (B, 1, 1, L) or None, and the position
+    embedding (1, S, hidden) to add first (`pos_embed_every_layer`) or None. The layer adds its own learned
+    `scale_shift_table` (1, 6, hidden) to the shared modulation (adaLN-single).
     """
 
     def __init__(self, config: TransformerConfig):
@@ -104,8 +105,15 @@ class TransformerBlock(nn.Cell):
         )
 
     def construct(
-        self, x: Tensor, modulation: Tensor, text: Tensor, text_mask: Tensor | None = None
+        self,
+        x: Tensor,
+        modulation: Tensor,
+        text: Tensor,
+        text_mask: Tensor | None = None,
+        pos: Tensor | None = None,
     ) -> Tensor:
+        if pos is not None:
+            x = x + pos
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mint.chunk(
             modulation + self.scale_shift_table, 6, 1
         )
@@ -173,6 +181,7 @@ class MovieGenTransformer(nn.Cell):
         self.in_channels = config.in_channels
         self.pos_embed_max_size = config.pos_embed_max_size
         self.text_encoders = config.text_encoders
+        self.pos_embed_every_layer = config.pos_embed_every_layer
         self.gradient_checkpointing = False
 
         self.patch_embed = mint.nn.Linear(config.patch_features, hidden, bias=False)
@@ -284,14 +293,20 @@ class MovieGenTransformer(nn.Cell):
         nt, nh, nw = frames // pt, height // ph, width // pw
         patches = latents.reshape(batch, channels, nt, pt, nh, ph, nw, pw).permute(0, 2, 4, 6, 1, 3, 5, 7)
         x = self.patch_embed(patches.reshape(batch, nt * nh * nw, channels * pt * ph * pw))
-        x = x + self._position_embedding(nt, nh, nw)
+        pos = self._position_embedding(nt, nh, nw)
+        if not self.pos_embed_every_layer:
+            x = x + pos
 
         t_emb = self.time_embed(timesteps)
         modulation = self.time_modulation(mint.nn.functional.silu(t_emb)).reshape(batch, 6, self.hidden_size)
         text, text_mask = self._text_tokens(text_embs, text_masks)
 
         for block in self.blocks:
-            if self.gradient_checkpointing:
+            if self.pos_embed_every_layer and self.gradient_checkpointing:
+                x = ms.recompute(block, x, modulation, text, text_mask, pos)
+            elif self.pos_embed_every_layer:
+                x = block(x, modulation, text, text_mask, pos)
+            elif self.gradient_checkpointing:
                 x = ms.recompute(block, x, modulation, text, text_mask)
             else:
                 x = block(x, modulation, text, text_mask)

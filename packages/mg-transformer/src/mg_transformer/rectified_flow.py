@@ -44,16 +44,28 @@ def velocity_target(x0: Tensor, noise: Tensor, sigma_min: float = SIGMA_MIN) -> 
 
 
 def sample_timesteps(
-    batch: int, method: str = "logit-normal", loc: float = 0.0, scale: float = 1.0, eps: float = 1e-5
+    batch: int,
+    method: str = "logit-normal",
+    loc: float = 0.0,
+    scale: float = 1.0,
+    eps: float = 1e-5,
+    rng: np.random.Generator | None = None,
 ) -> Tensor:
     """Training times t (batch,) in [eps, 1 - eps]: sigmoid(N(loc, scale^2)) ("logit-normal", Movie Gen's
-    choice, which favours mid-range t) or U(0, 1) ("uniform"). Draws from MindSpore's seeded RNG."""
-    if method == "logit-normal":
-        t = mint.sigmoid(ops.standard_normal((batch,)) * scale + loc)
-    elif method == "uniform":
-        t = ops.uniform((batch,), Tensor(0.0, ms.float32), Tensor(1.0, ms.float32))
-    else:
+    choice, which favours mid-range t) or U(0, 1) ("uniform"). Draws come from `rng` when given (a numpy
+    generator: reproducible per step whatever else the process draws, as mg-train's loop needs), else from
+    MindSpore's seeded RNG."""
+    if method not in TIMESTEP_SAMPLING:
         raise ValueError(f"timestep sampling must be one of {TIMESTEP_SAMPLING}, got {method!r}")
+    normal = method == "logit-normal"
+    if rng is not None:
+        draws = rng.standard_normal(batch) if normal else rng.random(batch)
+        z = Tensor(np.asarray(draws, dtype=np.float32))
+    elif normal:
+        z = ops.standard_normal((batch,))
+    else:
+        z = ops.uniform((batch,), Tensor(0.0, ms.float32), Tensor(1.0, ms.float32))
+    t = mint.sigmoid(z * scale + loc) if normal else z
     return mint.clamp(t, eps, 1.0 - eps)
 
 
