@@ -10,6 +10,7 @@ ratios measured in one run; on a shared machine the absolute numbers are noisy, 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -19,6 +20,14 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+
+def mg_bench(benchmark: str, *rows: tuple) -> None:
+    """Print one figure group for tools/bench_summary.py: rows of (figure, ours, reference, reference_name,
+    unit, better), better being "lower" or "higher" (the convention is in tools/README.md)."""
+    keys = ("figure", "ours", "reference", "reference_name", "unit", "better")
+    table = [dict(zip(keys, row, strict=True)) for row in rows]
+    print("MG-BENCH " + json.dumps({"benchmark": benchmark, "rows": table}, default=float), flush=True)
 
 
 def free_port() -> int:
@@ -117,6 +126,18 @@ def main() -> None:
     print(
         f"  via HTTP, {args.requests} concurrent users  {concurrent_wall:6.2f} s wall            "
         f"ratio {concurrent_wall / sum(direct):5.2f}x the direct sequential total"
+    )
+    mg_bench(
+        "mg-demo/queue_overhead",
+        ("one request via HTTP, one user (median)", s, d, "direct Generator.generate", "s", "lower"),
+        (
+            f"{args.requests} requests via HTTP, concurrent users (wall)",
+            concurrent_wall,
+            sum(direct),
+            "direct, sequential total",
+            "s",
+            "lower",
+        ),
     )
 
 

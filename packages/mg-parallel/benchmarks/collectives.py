@@ -10,11 +10,20 @@ kernel there. Each figure is the median of `--repeats` timed calls after one war
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
 
 import numpy as np
+
+
+def mg_bench(benchmark: str, *rows: tuple) -> None:
+    """Print one figure group for tools/bench_summary.py: rows of (figure, ours, reference, reference_name,
+    unit, better), better being "lower" or "higher" (the convention is in tools/README.md)."""
+    keys = ("figure", "ours", "reference", "reference_name", "unit", "better")
+    table = [dict(zip(keys, row, strict=True)) for row in rows]
+    print("MG-BENCH " + json.dumps({"benchmark": benchmark, "rows": table}, default=float), flush=True)
 
 
 def measure(sizes_mib: list[float], repeats: int) -> dict:
@@ -75,6 +84,13 @@ def main() -> None:
             native = times.get((s, name.replace("emulated", "native")))
             ratio = f"   {ms_ / native:.2f}x native" if "emulated" in name and native else ""
             print(f"   {name:<26} {ms_:9.2f}{ratio}")
+    rows = []
+    for (size, name), ms_ in times.items():
+        if "emulated" in name:  # ours; reference: the native op, or the native all_reduce it is built on
+            native = name.replace("emulated", "native")
+            reference = native if (size, native) in times else "all_reduce"
+            rows.append((f"{name} {size:g} MiB", ms_, times[(size, reference)], reference, "ms", "lower"))
+    mg_bench("mg-parallel/collectives", *rows)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,19 @@ value_and_grad returns them all at once in every stage.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
 import numpy as np
+
+
+def mg_bench(benchmark: str, *rows: tuple) -> None:
+    """Print one figure group for tools/bench_summary.py: rows of (figure, ours, reference, reference_name,
+    unit, better), better being "lower" or "higher" (the convention is in tools/README.md)."""
+    keys = ("figure", "ours", "reference", "reference_name", "unit", "better")
+    table = [dict(zip(keys, row, strict=True)) for row in rows]
+    print("MG-BENCH " + json.dumps({"benchmark": benchmark, "rows": table}, default=float), flush=True)
 
 
 def measure(dim: int, hidden: int, depth: int) -> dict:
@@ -96,6 +105,22 @@ def main() -> None:
             row = reports[world][stage]
             ratios = " ".join(f"{row[k] / base[k]:.3f}" for k in ("params", "grads", "optimizer_state"))
             print(f"{stage:>5} {world:>5} " + " ".join(f"{row[k]:>16,}" for k in keys) + f"   {ratios}")
+    mg_bench(
+        "mg-parallel/zero_memory",
+        *(
+            (
+                f"ZeRO stage {stage} on {world} ranks, memory per rank",
+                sum(reports[world][stage][k] for k in keys) / 2**20,
+                sum(reports[base_world][stage][k] for k in keys) / 2**20,
+                f"same stage, {base_world} rank" + "s" * (base_world > 1),
+                "MiB",
+                "lower",
+            )
+            for stage in (0, 1, 2, 3)
+            for world in sorted(reports)
+            if world != base_world
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,14 @@ import sys
 import time
 
 
+def mg_bench(benchmark: str, *rows: tuple) -> None:
+    """Print one figure group for tools/bench_summary.py: rows of (figure, ours, reference, reference_name,
+    unit, better), better being "lower" or "higher" (the convention is in tools/README.md)."""
+    keys = ("figure", "ours", "reference", "reference_name", "unit", "better")
+    table = [dict(zip(keys, row, strict=True)) for row in rows]
+    print("MG-BENCH " + json.dumps({"benchmark": benchmark, "rows": table}, default=float), flush=True)
+
+
 def _timeit(fn, reps: int = 3) -> float:
     fn()
     best = float("inf")
@@ -192,6 +200,7 @@ def main() -> None:
     ours = _child(["convs"])
     avx2 = _child(["convs", "native"], env={"ONEDNN_MAX_CPU_ISA": "AVX2"})
     mm = ours.pop("matmul_2048")
+    convs = []
     print(f"plain matmul 2048^3: {mm:.1f} GFLOP/s")
     print(
         f"{'shape (N x C x H x W)':24s} {'ours':>8s} {'native':>8s} {'nativeAVX2':>10s} {'same GEMM':>10s} {'ours/matmul':>12s}"
@@ -201,34 +210,87 @@ def main() -> None:
             f"{key:24s} {r['ours']:8.1f} {r['native']:8.2f} {avx2[key]['native']:10.1f} {r['same_gemm']:10.1f} "
             f"{r['ours'] / mm:12.0%}"
         )
+        convs += [
+            (
+                f"3x3 conv {key}",
+                r["ours"],
+                r["native"],
+                "MindSpore conv, default oneDNN",
+                "GFLOP/s",
+                "higher",
+            ),
+            (
+                f"3x3 conv {key}",
+                r["ours"],
+                avx2[key]["native"],
+                "MindSpore conv, oneDNN AVX2",
+                "GFLOP/s",
+                "higher",
+            ),
+        ]
 
     print("\n== 2. Full TAE (SD3.5 config) encode+decode 1x3x8x32x32 ==", flush=True)
     fast = _child(["full", "matmul", "1x3x8x32x32", "2"])
     print(f"ours (matmul convs): {fast['seconds']:.2f} s")
+    full = [("TAE encode+decode 1x3x8x32x32", fast["seconds"], None, None, "s", "lower")]
     if not args.quick:
         slow = _child(["full", "native", "1x3x8x32x32", "0"])
         print(f"MindSpore default (native convs, default oneDNN): {slow['seconds']:.1f} s")
         print(f"speed-up: {slow['seconds'] / fast['seconds']:.0f}x")
         avx = _child(["full", "native", "1x3x8x32x32", "1"], env={"ONEDNN_MAX_CPU_ISA": "AVX2"})
         print(f"native convs with ONEDNN_MAX_CPU_ISA=AVX2: {avx['seconds']:.2f} s")
+        full = [
+            (*full[0][:2], slow["seconds"], "MindSpore default (native convs, default oneDNN)", "s", "lower"),
+            (*full[0][:2], avx["seconds"], "native convs, oneDNN AVX2", "s", "lower"),
+        ]
 
     print("\n== 3. Ours alone, SD3.5 config, 1x3x16x128x128 encode+decode ==", flush=True)
     big = _child(["full", "matmul", "1x3x16x128x128", "0"])
     print(f"time {big['seconds']:.1f} s, peak RSS {big['peak_rss_mb']:.0f} MB")
+    full += [
+        ("TAE encode+decode 1x3x16x128x128", big["seconds"], None, None, "s", "lower"),
+        ("TAE encode+decode 1x3x16x128x128 peak RSS", big["peak_rss_mb"], None, None, "MB", "lower"),
+    ]
 
     print("\n== 4. Tiled decode (SD3.5 config, 32-frame tiles, 16 overlap, 64x64) ==", flush=True)
+    decodes = []
     for lat in (4, 16):
         r = _child(["tiled", str(lat), "64"])
+        decodes.append(r)
         print(
             f"{r['frames']:4d} frames: {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB "
             f"(model loaded {r['rss_before_mb']:.0f} MB, output {r['output_mb']:.1f} MB)"
         )
+    short, long = decodes
+    tiled = [
+        (
+            f"tiled decode peak RSS, {long['frames']} frames",
+            long["peak_rss_mb"],
+            short["peak_rss_mb"],
+            f"same, {short['frames']} frames",
+            "MB",
+            "lower",
+        )
+    ]
     r = _child(["psnr"])
     for label, v in r.items():
         print(
             f"tiled vs untiled, {label} tiles (tiny config, random weights): decode PSNR {v['decode_psnr_db']:.1f} dB, "
             f"encode max relative error {v['encode_rel_err']:.3g}"
         )
+        tiled += [
+            (f"tiled vs untiled decode PSNR, {label} tiles", v["decode_psnr_db"], None, None, "dB", "higher"),
+            (
+                f"tiled vs untiled encode max rel. error, {label}",
+                v["encode_rel_err"],
+                None,
+                None,
+                "rel.",
+                "lower",
+            ),
+        ]
+    for group in (convs, full, tiled):
+        mg_bench("mg-tae/bench_cpu", *group)
 
 
 if __name__ == "__main__":

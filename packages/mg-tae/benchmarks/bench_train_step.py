@@ -25,6 +25,14 @@ import sys
 import time
 
 
+def mg_bench(benchmark: str, *rows: tuple) -> None:
+    """Print one figure group for tools/bench_summary.py: rows of (figure, ours, reference, reference_name,
+    unit, better), better being "lower" or "higher" (the convention is in tools/README.md)."""
+    keys = ("figure", "ours", "reference", "reference_name", "unit", "better")
+    table = [dict(zip(keys, row, strict=True)) for row in rows]
+    print("MG-BENCH " + json.dumps({"benchmark": benchmark, "rows": table}, default=float), flush=True)
+
+
 def build_steps(backend: str, shape: tuple[int, ...], state: dict | None = None):
     """(model, fwd, fwd_bwd) jitted for one conv backend; weights from `state` when given."""
     import mindspore as ms
@@ -197,6 +205,7 @@ def main() -> None:
     if baseline:
         header += f" {'baseline src':>16s} {'baseline/hand':>14s}"
     print(header)
+    rows = []
     for label, key in (("forward", "fwd"), ("forward + backward", "")):
         f, p = timed["fast" + (key and "_" + key)], timed["plain" + (key and "_" + key)]
         line = (
@@ -207,6 +216,12 @@ def main() -> None:
             b = timed["base" + (key and "_" + key)]
             line += f" {b['best']:7.3f} / {b['median']:6.3f} {b['median'] / f['median']:13.2f}x"
         print(line)
+        rows.append((f"tiny TAE {label} (median)", f["median"], p["median"], "autograd", "s", "lower"))
+        if baseline:
+            rows.append(
+                (f"tiny TAE {label} (median)", f["median"], b["median"], "baseline src", "s", "lower")
+            )
+    mg_bench("mg-tae/bench_train_step", *rows)
     if baseline:
         print(
             f"baseline: {baseline.info['source']} (its default backend; compile of fwd + step "

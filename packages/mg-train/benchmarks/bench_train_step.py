@@ -1,8 +1,9 @@
 """Transformer train step of `mg-train train`, PyNative vs `mindspore.jit`, side by side (justifies `train.jit`).
 
 One step is exactly what the training loop runs: the rectified-flow loss forward + backward over the model's
-parameters (`transformer_train.make_step_functions`, compiled or not) and the optimizer step
-(`engine.OptimizerStep`: reduce, global norm, non-finite check, clip, scheduled LR, AdamW; eager in both modes). Inputs are random, shaped like
+parameters (`transformer_train.rectified_flow_losses` through `engine.compile_fn`, compiled or not) and the
+optimizer step (`optim.OptimizerStep`: reduce, global norm, non-finite check, clip, scheduled LR, AdamW; eager
+in both modes). Inputs are random, shaped like
 the runs they stand for; text is three tiny-encoder embeddings (64, 48, 32 wide) of 64 tokens each.
 
     python packages/mg-train/benchmarks/bench_train_step.py [--repeats 5] [--only tiny,quickstart]
@@ -15,6 +16,7 @@ optimizer step alone (step minus forward+backward) in both modes.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -45,26 +47,37 @@ TEXT_DIMS = {"ul2": 64, "byt5": 48, "metaclip": 32}
 TEXT_TOKENS = 64
 
 
+def mg_bench(benchmark: str, *rows: tuple) -> None:
+    """Print one figure group for tools/bench_summary.py: rows of (figure, ours, reference, reference_name,
+    unit, better), better being "lower" or "higher" (the convention is in tools/README.md)."""
+    keys = ("figure", "ours", "reference", "reference_name", "unit", "better")
+    table = [dict(zip(keys, row, strict=True)) for row in rows]
+    print("MG-BENCH " + json.dumps({"benchmark": benchmark, "rows": table}, default=float), flush=True)
+
+
 def build(overrides: dict, jit: bool):
     """Model, step function and optimizer step as `transformer_train.run` builds them (one process)."""
     import mindspore as ms
 
     import mg_parallel as mp
-    from mg_train import engine
+    from mg_train import engine, optim
     from mg_train.config.schema import OptimConfig
-    from mg_train.transformer_train import make_step_functions
+    from mg_train.transformer_train import rectified_flow_losses
     from mg_transformer import MovieGenTransformer, TransformerConfig
 
     ms.set_seed(0)
     config = TransformerConfig.preset("tiny", text_dims=TEXT_DIMS, **overrides)
     model = MovieGenTransformer(config)
     ctx = mp.init_parallel()
-    optim = OptimConfig(lr=1e-4, warmup_steps=10, grad_clip=1.0)
-    zero, optimizer = engine.build_optimizer(model, optim, ctx)
-    stepper = engine.OptimizerStep(zero, optimizer, optim, 1000, ctx)
-    null = ([np.zeros((TEXT_TOKENS, d), np.float32) for d in TEXT_DIMS.values()],) * 1
-    null = (null[0], [np.zeros(TEXT_TOKENS, np.float32) for _ in TEXT_DIMS])
-    grad_step, _ = make_step_functions(model, null, 1e-5, zero.params, jit)
+    cfg = OptimConfig(lr=1e-4, warmup_steps=10, grad_clip=1.0)
+    zero, optimizer = optim.build_optimizer(model, cfg, ctx)
+    stepper = optim.OptimizerStep(zero, optimizer, cfg, 1000, ctx)
+    null = (
+        [np.zeros((TEXT_TOKENS, d), np.float32) for d in TEXT_DIMS.values()],
+        [np.zeros(TEXT_TOKENS, np.float32) for _ in TEXT_DIMS],
+    )
+    train_loss, _ = rectified_flow_losses(model, null, 1e-5)
+    grad_step = engine.compile_fn(ms.value_and_grad(train_loss, None, zero.params), jit)
     return model, grad_step, stepper
 
 
@@ -134,6 +147,13 @@ def main() -> None:
             f"{name:<11}{eager:>8.3f} ({eager_pass:.3f}){jit:>8.3f} ({jit_pass:.3f}){eager / jit:>9.1f}x"
             f"{optimizer_steps:>17}{jit_first:>13.1f}s  {description}"
         )
+    mg_bench(
+        "mg-train/bench_train_step",
+        *(
+            (f"{name} train step, jit (best)", jit, eager, "PyNative", "s", "lower")
+            for name, _, eager, _, jit, _, _ in rows
+        ),
+    )
 
 
 if __name__ == "__main__":
