@@ -18,10 +18,11 @@ from mg_data import (
     load_manifest,
     make_synthetic_dataset,
 )
-from mg_tae import TAEConfig, TemporalAutoencoder
+from mg_tae import TemporalAutoencoder
 from mg_train import caching
 from mg_train.config.loader import ConfigError, load_config
 from mg_train.config.schema import CacheLatentsConfig, CacheTextConfig
+from mg_train.testing import tiny_tae_with_motion
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +33,7 @@ def synth(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tae_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tae") / "tae"
-    model = TemporalAutoencoder(TAEConfig.tiny(scaling_factor=0.9, shift_factor=0.1), seed=4)
-    rng = np.random.default_rng(0)
-    for p in model.trainable_params():  # non-identity temporal layers: frames interact
-        if "temporal" in p.name and p.ndim > 1:
-            p.set_data(Tensor(p.asnumpy() + 0.05 * rng.standard_normal(p.shape).astype(np.float32)))
-    model.save_pretrained(folder)
+    tiny_tae_with_motion(seed=4, scaling_factor=0.9, shift_factor=0.1).save_pretrained(folder)
     return folder
 
 

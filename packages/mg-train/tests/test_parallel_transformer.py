@@ -6,7 +6,6 @@ All cases share one launch (a launch costs ~16 s on CPU); the single-process ref
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,19 +13,17 @@ import numpy as np
 import pytest
 
 from mg_parallel.testing import CaseResults, run_distributed
+from mg_train import testing
 
 pytestmark = pytest.mark.multiprocess
 
 
-def _helpers():
-    path = Path(__file__).with_name("test_transformer_train.py")
-    spec = importlib.util.spec_from_file_location("mg_train_transformer_helpers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _helpers()
+H = SimpleNamespace(
+    make_data=testing.make_training_data,
+    train_config=testing.transformer_train_config,
+    metrics=testing.run_metrics,
+    weights=testing.final_weights,
+)
 
 # name -> (samples per rank, config changes); the global batch is 4 in every case.
 CASES = {

@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 from numpy.lib.stride_tricks import sliding_window_view
-from safetensors.numpy import save_file
 
 from mg_data import make_synthetic_dataset, read_video, to_model_layout, to_uint8_frames
-from mg_tae import LPIPS, TAEConfig, TemporalAutoencoder
-from mg_tae.lpips import expected_shapes
+from mg_tae import LPIPS, TemporalAutoencoder
 from mg_train import tae_eval
 from mg_train.config.loader import ConfigError, load_config
 from mg_train.config.schema import TAEEvalConfig
@@ -27,29 +25,8 @@ def synth(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A tae-train style run directory holding `tae/` (random tiny TAE with non-identity temporal layers)."""
-    run = tmp_path_factory.mktemp("run")
-    model = TemporalAutoencoder(TAEConfig.tiny(), seed=3)
-    rng = np.random.default_rng(0)
-    for p in model.trainable_params():
-        if "temporal" in p.name and p.ndim > 1:
-            p.set_data(Tensor(p.asnumpy() + 0.05 * rng.standard_normal(p.shape).astype(np.float32)))
-    model.save_pretrained(run / "tae")
-    return run
-
-
-@pytest.fixture(scope="module")
-def lpips_file(tmp_path_factory):
-    rng = np.random.default_rng(5)
-    weights = {}
-    for key, shape in expected_shapes().items():
-        scale = 1.0 if key.startswith("lin") else np.sqrt(2.0 / max(1, np.prod(shape[1:])))
-        values = rng.uniform(0, 1, shape) if key.startswith("lin") else scale * rng.standard_normal(shape)
-        weights[key] = values.astype(np.float32)
-    path = tmp_path_factory.mktemp("lpips") / "lpips.safetensors"
-    save_file(weights, str(path))
-    return path, weights
+def run_dir(motion_tae_run):
+    return motion_tae_run
 
 
 def _config(*overrides: str) -> TAEEvalConfig:

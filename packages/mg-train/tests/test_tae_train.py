@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
+import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import Tensor
@@ -19,12 +20,12 @@ from safetensors.numpy import load_file
 
 import mg_parallel as mp
 from mg_data import make_synthetic_dataset
-from mg_tae import TAEConfig, TemporalAutoencoder
+from mg_tae import LPIPS, TAEConfig, TemporalAutoencoder, outlier_penalty_loss
 from mg_train import tae_train
 from mg_train.config.loader import ConfigError, load_config
 from mg_train.config.schema import TAETrainConfig
-from mg_train.engine import NonFiniteLossError
 from mg_train.loader import BatchLoader
+from mg_train.optim import NonFiniteLossError
 
 # Two levels, one temporal level: every layer type of the TAE, fast to run (2x compression in T, H, W).
 MICRO = "model.overrides={block_out_channels: [8, 16], temporal_downsample_levels: [0], temporal_upsample_levels: [0]}"
@@ -36,12 +37,13 @@ def synth(tmp_path_factory):
 
 
 def _config(synth, out: Path, *overrides: str) -> TAETrainConfig:
+    """The micro TAE on 4-frame 16 px crops of `synth`'s training clips (None: the overrides name the manifest)."""
     return load_config(
         TAETrainConfig,
         None,
         [
             MICRO,
-            f"data.manifest={synth.train_manifest}",
+            *([f"data.manifest={synth.train_manifest}"] if synth is not None else []),
             "data.frames=4",
             "data.size=[16, 16]",
             "data.batch_size=2",
@@ -110,6 +112,46 @@ def test_resume_gives_the_weights_of_a_continuous_run(synth, continuous, tmp_pat
     assert 0 < np.abs(ema - init[key]).max() < np.abs(raw_a[key] - init[key]).max()
 
 
+@pytest.fixture(scope="module")
+def two_lengths(tmp_path_factory):
+    """A manifest of 2-frame and 4-frame clips (6 each)."""
+    from mg_data import load_manifest, write_manifest
+
+    root = tmp_path_factory.mktemp("durations")
+    rows = []
+    for frames in (2, 4):
+        part = make_synthetic_dataset(
+            root / f"f{frames}", n=6, seed=frames, size=32, num_frames=frames, val_fraction=0.0
+        )
+        for row in load_manifest(part.train_manifest).rows:
+            row.video = f"f{frames}/{row.video}"
+            rows.append(row)
+    return write_manifest(root / "train.csv", rows)
+
+
+def test_duration_buckets_train_each_clip_at_its_length_and_resume_exactly(two_lengths, tmp_path):
+    """data.durations {2: 2, 4: 2}: each step draws from one bucket (3 batches each per epoch, so 4 steps see both),
+    and a run resumed mid-way reaches the continuous run's weights and losses."""
+    recipe = (
+        f"data.manifest={two_lengths}",
+        "data.durations={2: 2, 4: 2}",
+        "data.size=[8, 8]",
+        "train.save_every=2",
+        "train.keep_last=5",
+    )
+    tae_train.run(_config(None, tmp_path / "straight", "train.steps=4", *recipe))
+    tae_train.run(_config(None, tmp_path / "resumed", "train.steps=2", *recipe))
+    tae_train.run(_config(None, tmp_path / "resumed", "train.steps=4", *recipe))
+    straight = [m for m in _metrics(tmp_path / "straight") if "loss" in m]
+    resumed = [m for m in _metrics(tmp_path / "resumed") if "loss" in m]
+    assert {m["frames"] for m in straight} == {2, 4}
+    assert [m["frames"] for m in resumed] == [m["frames"] for m in straight]
+    np.testing.assert_allclose([m["loss"] for m in resumed], [m["loss"] for m in straight], rtol=1e-5)
+    a, b = _checkpoint_weights(tmp_path / "straight", 4), _checkpoint_weights(tmp_path / "resumed", 4)
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-6, err_msg=key)
+
+
 def test_training_lowers_the_reconstruction_loss(synth, continuous):
     out, _ = continuous
     cfg = _config(synth, out, f"data.val_manifest={synth.train_manifest}")
@@ -133,11 +175,11 @@ def test_training_lowers_the_reconstruction_loss(synth, continuous):
 
 
 def test_scheduled_lr_reaches_the_optimizer():
-    """engine.OptimizerStep's LR must change AdamW's compiled update (it once stayed at the first step's LR)."""
+    """optim.OptimizerStep's LR must change AdamW's compiled update (it once stayed at the first step's LR)."""
     from mindspore import nn
 
     from mg_train.config.schema import OptimConfig
-    from mg_train.engine import OptimizerStep, build_optimizer
+    from mg_train.optim import OptimizerStep, build_optimizer
 
     net = nn.SequentialCell([nn.Dense(3, 3) for _ in range(3)])  # several parameters per AdamW group
     cfg = OptimConfig(lr=1.0, betas=(0.0, 0.0), eps=1e-12, warmup_steps=4, grad_clip=None)
@@ -282,6 +324,54 @@ def test_mse_weight_adds_the_weighted_mean_squared_error(synth, tmp_path):
     np.testing.assert_allclose(with_mse[1].asnumpy(), np.abs(recon - x).mean(), rtol=1e-5)  # L1 unchanged
     expected = plain[0].asnumpy() + 2.5 * np.square(recon.astype(np.float64) - x).mean()
     np.testing.assert_allclose(with_mse[0].asnumpy(), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("term", "overrides"),
+    [
+        ("opl", ("loss.opl_r=0.5",)),
+        ("opl", ("loss.opl_r=0.5", "loss.opl_form=paper")),
+        ("lpips", ()),
+    ],
+)
+def test_outlier_penalty_and_lpips_reach_the_objective_and_its_gradients(
+    synth, tmp_path, lpips_file, term, overrides
+):
+    """Weight w on a term adds w * term to the total and w * its gradient to every parameter's gradient, the
+    term and its gradient computed here on their own from the model's outputs."""
+    cfg = _config(synth, tmp_path, *overrides)
+    model = TemporalAutoencoder(tae_train.check_config(cfg), seed=1)
+    params = model.trainable_params()
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.uniform(-1, 1, (1, 3, 2, 16, 16)).astype(np.float32))
+    noise = Tensor(rng.standard_normal((1, model.config.latent_channels, 1, 8, 8)).astype(np.float32))
+    lpips = LPIPS.from_safetensors(lpips_file[0]) if term == "lpips" else None
+    weight = 0.7
+
+    def total_and_grads(w: float):
+        setattr(cfg.loss, "perceptual_weight" if term == "lpips" else "opl_weight", w)
+        objective = tae_train.make_objective(model, cfg.loss, lpips)
+        (total, _, _), grads = ms.value_and_grad(objective, None, params, has_aux=True)(x, noise)
+        return float(total.asnumpy()), [g.asnumpy() for g in grads]
+
+    def term_alone(x, noise):
+        recon, mean, logvar = model(x, noise)
+        if term == "lpips":
+            return lpips(recon, x).mean()
+        z = mean + ms.ops.exp(0.5 * logvar) * noise
+        return outlier_penalty_loss(z, cfg.loss.opl_r, cfg.loss.opl_form)
+
+    base, base_grads = total_and_grads(0.0)
+    with_term, term_grads = total_and_grads(weight)
+    value, grads = ms.value_and_grad(term_alone, None, params)(x, noise)
+    assert float(value.asnumpy()) > 0
+    assert with_term == pytest.approx(base + weight * float(value.asnumpy()), rel=1e-5)
+    scale = max(np.abs(weight * g.asnumpy()).max() for g in grads)  # float32 noise is relative to this
+    changed = 0
+    for a, b, g, p in zip(base_grads, term_grads, grads, params, strict=True):
+        np.testing.assert_allclose(b - a, weight * g.asnumpy(), rtol=1e-3, atol=1e-5 * scale, err_msg=p.name)
+        changed += int(np.abs(b - a).max() > 1e-3 * scale)
+    assert changed > len(params) // 4  # the term moves most of the encoder (and, for LPIPS, the decoder)
 
 
 DP_RECIPE = ("train.steps=3", "optim.grad_accum=2", "data.image_ratio=0.5", "optim.ema_decay=0.9")

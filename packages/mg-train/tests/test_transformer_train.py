@@ -3,124 +3,40 @@ independent computation of the first step's loss), non-finite steps are skipped 
 initialisation resizes the position tables, the pipeline folder loads and samples, bad configs fail before any
 work, and every bundled transformer config validates.
 
-`make_data` and `train_config` are shared with test_resume_transformer.py and test_parallel_transformer.py.
+The inputs (`make_training_data`) and the run config (`transformer_train_config`) come from `mg_train.testing`,
+shared with test_resume_transformer.py and test_parallel_transformer.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import zlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from mg_data import load_manifest, make_synthetic_dataset
-from mg_data.caches import LatentCacheWriter, cache_key
+from mg_data import load_manifest
+from mg_data.caches import cache_key
 from mg_tae import TAEConfig, TemporalAutoencoder
-from mg_train import engine
-from mg_train.config.loader import bundled_configs, from_dict, load_config, to_dict
+from mg_train import draws
+from mg_train.config.loader import ConfigError, bundled_configs, load_config, to_dict
 from mg_train.config.schema import TransformerTrainConfig
-from mg_train.transformer_train import TrainConfigError, check_inputs, preset_config, run, training_buckets
+from mg_train.testing import TINY_MODEL, final_weights, run_metrics
+from mg_train.testing import transformer_train_config as train_config
+from mg_train.transformer_train import check_inputs, preset_config, run, training_buckets
 from mg_transformer import TransformerConfig
-from mg_transformer.text import TextEmbedder
 
-LATENT_STD = 0.05
-
-
-def caption_pattern(caption: str, shape: tuple[int, ...]) -> np.ndarray:
-    """A fixed latent per caption: what a trained model can learn to predict from the text."""
-    return np.random.default_rng(zlib.crc32(caption.encode())).standard_normal(shape).astype(np.float32)
-
-
-def make_data(root: Path, n: int = 10, num_images: int = 0, with_tae: bool = True) -> SimpleNamespace:
-    """Synthetic 32 px clips of 16 frames (+ images), a latent cache whose means are a fixed pattern per
-    caption (std 0.05; images get one latent frame), a tiny-encoder text cache and a tiny TAE folder."""
-    synth = make_synthetic_dataset(root / "synth", n=n, seed=0, size=32, num_frames=16, num_images=num_images)
-    tae_dir = root / "tae"
-    tae = TemporalAutoencoder(TAEConfig.tiny(), seed=0)
-    tae.save_pretrained(tae_dir)
-    writer = LatentCacheWriter(
-        root / "latents",
-        scaling_factor=tae.config.scaling_factor,
-        shift_factor=tae.config.shift_factor,
-        latent_channels=16,
-        frames=16,
-        size=(32, 32),
-        tae=str(tae_dir) if with_tae else "",
-    )
-    rows = [row for path in (synth.train_manifest, synth.val_manifest) for row in load_manifest(path).rows]
-    for row in rows:
-        frames = 1 if row.video.endswith(".png") else 2
-        mean = caption_pattern(row.caption, (16, frames, 4, 4))
-        writer.write(row.video, mean, np.full_like(mean, LATENT_STD))
-    TextEmbedder.tiny(seed=0).write_cache(
-        root / "text",
-        keys=[cache_key(r.video) for r in rows],
-        prompts=[r.caption for r in rows],
-        progress=False,
-    )
-    return SimpleNamespace(
-        root=root,
-        train=str(synth.train_manifest),
-        val=str(synth.val_manifest),
-        latents=str(root / "latents"),
-        text=str(root / "text"),
-        tae=str(tae_dir),
-        scaling=tae.config.scaling_factor,
-        shift=tae.config.shift_factor,
-    )
-
-
-TINY_MODEL = {
-    "num_layers": 2,
-    "hidden_size": 32,
-    "ffn_size": 64,
-    "num_heads": 2,
-    "pos_embed_max_size": [2, 4, 4],
-}
-
-
-def train_config(inputs: SimpleNamespace, out: Path, **sections) -> TransformerTrainConfig:
-    """A tiny, fast run on `inputs`' caches; `sections` deep-update the config dict (e.g. optim={"lr": 0})."""
-    config = {
-        "model": {"preset": "tiny", "overrides": dict(TINY_MODEL)},
-        "latent_cache": inputs.latents,
-        "text_cache": inputs.text,
-        "flow": {"text_dropout": 0.25, "val_timesteps": 2},
-        "data": {"manifest": inputs.train, "frames": 16, "size": [32, 32], "batch_size": 2},
-        "optim": {"lr": 3e-3, "warmup_steps": 2, "grad_clip": 1.0},
-        "train": {
-            "output_dir": str(out),
-            "steps": 4,
-            "seed": 3,
-            "jit": False,
-            "log_every": 100,
-            "save_every": 100,
-        },
-    }
-    for name, values in sections.items():
-        if isinstance(values, dict) and isinstance(config.get(name), dict):
-            config[name] = {**config[name], **values}
-        else:
-            config[name] = values
-    return from_dict(TransformerTrainConfig, config, "test config")
-
-
-def weights(run_dir: Path, folder: str = "transformer") -> dict[str, np.ndarray]:
-    return load_file(str(Path(run_dir) / folder / "model.safetensors"))
-
-
-def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+# The Movie Gen shapes: TAE 8x in time and space, 2x2 spatial patches -> sizes in multiples of 16.
+COMPRESSION = (TAEConfig().temporal_compression, TAEConfig().spatial_compression)
+MULTIPLE = COMPRESSION[1] * TransformerConfig.preset("tiny").patch_size[1]
+weights, metrics = final_weights, run_metrics
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_data(tmp_path_factory.mktemp("tf_data"), n=10, num_images=4)
+def data(transformer_data):
+    return transformer_data
 
 
 @pytest.fixture(scope="module")
@@ -151,13 +67,16 @@ def test_first_step_loss_matches_an_independent_computation(data, tmp_path):
     from mg_data import BucketBatchSampler, VideoDataset
 
     dataset = VideoDataset(
-        data.train, latent_cache=data.latents, buckets=training_buckets(cfg.data), seed=cfg.train.seed
+        data.train,
+        latent_cache=data.latents,
+        buckets=training_buckets(cfg.data, MULTIPLE),
+        seed=cfg.train.seed,
     )
     sampler = BucketBatchSampler(dataset.assignment, seed=cfg.train.seed)
     first = next(iter(sampler))
     z = np.stack([dataset.get(i, epoch=0)["latent"] for i in first])
     x0 = (z - np.float32(data.shift)) * np.float32(data.scaling)
-    noise = engine.step_rng(cfg.train.seed, 0, 0, 1).standard_normal(z.shape, dtype=np.float32)
+    noise = draws.step_rng(cfg.train.seed, 0, 0, 1).standard_normal(z.shape, dtype=np.float32)
     expected = np.mean((x0.astype(np.float64) - (1 - 1e-5) * noise) ** 2)
     assert metrics(tmp_path / "run")[0]["loss"] == pytest.approx(expected, rel=1e-5)
 
@@ -186,6 +105,36 @@ def test_training_lowers_the_validation_loss(data, tmp_path):
     assert [m["step"] for m in steps] == list(range(1, 21)) and not any(m["skipped"] for m in steps)
 
 
+def test_duration_buckets_train_both_lengths_and_resume_exactly(data, tmp_path):
+    """data.durations {8: 2, 16: 2} on a latent cache where half the clips hold one latent frame (8 frames) and
+    half two (16 frames): both buckets train, and a resumed run equals the continuous one."""
+    import shutil
+
+    cache = tmp_path / "latents"
+    shutil.copytree(data.latents, cache)
+    rows = load_manifest(data.train).rows
+    for row in rows[::2]:  # every other clip: its first latent frame only
+        path = cache / cache_key(row.video)
+        with np.load(path) as entry:
+            arrays = {k: v[:, :1] for k, v in entry.items()}
+        np.savez(path, **arrays)
+    recipe = {
+        "latent_cache": str(cache),
+        "data": {"manifest": data.train, "frames": 16, "size": [32, 32], "durations": {8: 2, 16: 2}},
+    }
+    run(train_config(data, tmp_path / "straight", train={"steps": 5}, **recipe))
+    run(train_config(data, tmp_path / "resumed", train={"steps": 3, "save_every": 3}, **recipe))
+    run(train_config(data, tmp_path / "resumed", train={"steps": 5}, **recipe))
+    straight = [m for m in metrics(tmp_path / "straight") if "loss" in m]
+    resumed = [m for m in metrics(tmp_path / "resumed") if "loss" in m]
+    assert {m["latent_frames"] for m in straight} == {1, 2}
+    assert [m["latent_frames"] for m in resumed] == [m["latent_frames"] for m in straight]
+    np.testing.assert_allclose([m["loss"] for m in resumed], [m["loss"] for m in straight], rtol=1e-5)
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-6, err_msg=key)
+
+
 def test_pixels_through_the_frozen_tae(data, tmp_path):
     """Without a latent cache the clips are encoded by the TAE: the first step's loss equals numpy's on the
     TAE posterior sample (posterior noise from the step's generator, stream 2) of the first batch's clips."""
@@ -203,16 +152,16 @@ def test_pixels_through_the_frozen_tae(data, tmp_path):
     from mg_data import BucketBatchSampler, VideoDataset
 
     dataset = VideoDataset(
-        data.train, num_frames=16, size=(32, 32), buckets=training_buckets(cfg.data), seed=3
+        data.train, num_frames=16, size=(32, 32), buckets=training_buckets(cfg.data, MULTIPLE), seed=3
     )
     first = next(iter(BucketBatchSampler(dataset.assignment, seed=3)))
     video = np.stack([dataset.get(i, epoch=0)["video"] for i in first])
     tae = TemporalAutoencoder.from_pretrained(data.tae)
     posterior = tae.encode(Tensor(video))
     mean, std = posterior.mean.asnumpy(), posterior.std.asnumpy()
-    eps = engine.step_rng(3, 0, 0, 2).standard_normal(mean.shape, dtype=np.float32)
+    eps = draws.step_rng(3, 0, 0, 2).standard_normal(mean.shape, dtype=np.float32)
     x0 = ((mean + std * eps) - data.shift) * data.scaling
-    noise = engine.step_rng(3, 0, 0, 1).standard_normal(mean.shape, dtype=np.float32)
+    noise = draws.step_rng(3, 0, 0, 1).standard_normal(mean.shape, dtype=np.float32)
     expected = np.mean((x0.astype(np.float64) - (1 - 1e-5) * noise) ** 2)
     assert metrics(tmp_path / "run")[0]["loss"] == pytest.approx(expected, rel=1e-4)
 
@@ -284,7 +233,7 @@ def test_each_step_applies_adamw_with_the_scheduled_lr(data, tmp_path):
     """Every update equals AdamW's formula (bias-corrected moments from the checkpoint, decoupled weight decay
     on matrices only) at the logged learning rate, which warms up 1e-3, 2e-3, 3e-3."""
     from mg_train.checkpoint import load_checkpoint
-    from mg_train.engine import decay_groups
+    from mg_train.optim import decay_groups
 
     cfg = train_config(
         data,
@@ -346,7 +295,9 @@ def test_nonfinite_steps_are_skipped_and_counted(data, tmp_path):
     )
     run(cfg)
     # Which steps hold the bad sample, from the sampler alone.
-    dataset = VideoDataset(data.train, latent_cache=data.latents, buckets=training_buckets(cfg.data), seed=3)
+    dataset = VideoDataset(
+        data.train, latent_cache=data.latents, buckets=training_buckets(cfg.data, MULTIPLE), seed=3
+    )
     sampler = BucketBatchSampler(dataset.assignment, seed=3)
     batches, order = iter(sampler), []
     while len(order) < 6:
@@ -365,7 +316,7 @@ def test_nonfinite_steps_are_skipped_and_counted(data, tmp_path):
 
 
 def test_repeated_nonfinite_steps_stop_the_run_without_saving_them(data, tmp_path):
-    from mg_train.engine import NonFiniteLossError
+    from mg_train.optim import NonFiniteLossError
 
     keys = [cache_key(row.video) for row in load_manifest(data.train).rows]
     text = corrupt_text(data.text, keys, tmp_path / "text")
@@ -484,7 +435,12 @@ def test_ema_weights_are_exported(ema_run, eager_run):
         ({"latent_cache": "/no/cache"}, "latent_cache=/no/cache"),
         ({"text_cache": "/no/text"}, "text_cache=/no/text"),
         ({"tae": "/no/tae"}, "tae=/no/tae"),
-        ({"parallel": {"sp": 2}}, "parallel.sp=2 needs a world size divisible by it"),
+        (
+            {"parallel": {"sp": 2}},
+            r"parallel.tp=1 x parallel.cp=1 x parallel.sp=2 = 2 must divide the world size",
+        ),
+        ({"parallel": {"dp": 2}}, r"parallel.dp=2 x .* = 2 processes, but this job has 1"),
+        ({"parallel": {"tp": 0}}, "parallel.tp=0: must be >= 1"),
         ({"data": {"size": [40, 32]}}, "multiples of 16"),
         ({"data": {"size": [32, 64]}}, "not among the bucket sizes"),
         ({"model": {"init_from": "/no/run"}}, "model.init_from"),
@@ -492,7 +448,10 @@ def test_ema_weights_are_exported(ema_run, eager_run):
         ({"model": {"overrides": {**TINY_MODEL, "pos_embed_max_size": [1, 4, 4]}}}, "pos_embed_max_size"),
         ({"train": {"val_every": 5}}, "needs data.val_manifest"),
         ({"train": {"resume": "/no/ckpt"}}, "train.resume=/no/ckpt"),
-        ({"data": {"cache_memory_mb": -1}}, "data.cache_memory_mb must be >= 0"),
+        ({"data": {"cache_memory_mb": -1}}, "data.cache_memory_mb=-1.0: must be >= 0"),
+        ({"optim": {"grad_accum": 0}}, "optim.grad_accum=0: must be >= 1"),
+        ({"flow": {"text_dropout": 1.5}}, r"flow.text_dropout=1.5: must be in \[0, 1\]"),
+        ({"data": {"crop": [16, 16]}}, "crops are for tae-train only"),
     ],
 )
 def test_bad_configs_fail_before_any_work(data, tmp_path, change, message):
@@ -506,7 +465,7 @@ def test_bad_configs_fail_before_any_work(data, tmp_path, change, message):
             **change["data"],
         }
     cfg = train_config(data, tmp_path / "run", **sections)
-    with pytest.raises(TrainConfigError, match=message):
+    with pytest.raises(ConfigError, match=message):
         run(cfg)
     assert not (tmp_path / "run").exists()
 
@@ -526,10 +485,11 @@ def test_every_bundled_transformer_config_validates():
     assert "transformer/cpu_debug" in names
     for name in names:
         cfg = load_config(TransformerTrainConfig, name)
-        buckets = training_buckets(cfg.data)
+        buckets = training_buckets(cfg.data, MULTIPLE)
         dims = REAL_TEXT_DIMS if cfg.model.preset != "tiny" else {"ul2": 64, "byt5": 48, "metaclip": 32}
         config = TransformerConfig.preset(cfg.model.preset, text_dims=dims, **cfg.model.overrides)
-        check_model_fits(config, buckets, cfg.parallel.sp, name)
+        degrees = {"cp": cfg.parallel.cp, "sp": cfg.parallel.sp, "tp": cfg.parallel.tp}
+        check_model_fits(config, buckets, COMPRESSION, degrees, name, cfg.parallel.tp_sequence_parallel)
         assert to_dict(cfg)  # round-trips to YAML data
         if "stage" in name:
             assert (cfg.optim.lr, cfg.optim.warmup_steps, cfg.optim.eps) == (1e-4, 1000, 1e-15), name

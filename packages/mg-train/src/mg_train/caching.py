@@ -69,6 +69,8 @@ def cache_latents(cfg: CacheLatentsConfig) -> Path:
         frames=cfg.frames,
         size=cfg.size,
         tae=str(model_dir.resolve()),
+        temporal_compression=config.temporal_compression,
+        spatial_compression=config.spatial_compression,
     )
     dataset = VideoDataset(manifest, num_frames=cfg.frames, size=cfg.size, start="center")
     keys = [cache_key(row.video, row.latent) for row in manifest.rows]

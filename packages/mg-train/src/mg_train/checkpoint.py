@@ -1,14 +1,13 @@
 """Training checkpoints: one directory per step, written atomically, the last K kept.
 
 A checkpoint holds named groups of arrays (model, optimizer, EMA, ...) as safetensors files plus a JSON state
-(step, schedule, sampler position, RNG states). It is written into a temporary directory that is renamed into
-place only when complete, so an interrupted save never leaves a half-written checkpoint behind.
+(step, schedule, sampler position, RNG states). It is written into a temporary directory that takes its place
+only when complete (mg-data's `atomic_dir`), so an interrupted save never leaves a half-written checkpoint.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
+
+from mg_data.atomic import atomic_dir
 
 STATE_FILE = "state.json"
 PREFIX = "step_"
@@ -44,26 +45,16 @@ class CheckpointManager:
                 raise NonFiniteWeightsError(
                     f"refusing to save step {step}: non-finite values in {group}: {bad[:5]}"
                 )
-        self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / f"{PREFIX}{step:08d}"
-        tmp = self.directory / f".{final.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for group, tensors in arrays.items():
-            save_file(
-                {k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / f"{group}.safetensors")
+        with atomic_dir(final) as tmp:  # re-saving a step (e.g. after a resume) swaps the old one out whole
+            for group, tensors in arrays.items():
+                save_file(
+                    {k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                    str(tmp / f"{group}.safetensors"),
+                )
+            (tmp / STATE_FILE).write_text(
+                json.dumps({"step": step, **state}, indent=1, default=_json_default)
             )
-        (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=1, default=_json_default))
-        for file in tmp.iterdir():
-            _fsync(file)
-        if final.exists():  # re-saving a step (e.g. after a resume): swap the old one out first
-            old = self.directory / f".{final.name}.old-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
-        _fsync(self.directory)
         self._prune()
         return final
 
@@ -93,14 +84,6 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, dict[str, np.ndarray]],
         raise FileNotFoundError(f"{path} is not a checkpoint: {STATE_FILE} is missing")
     arrays = {file.stem: load_file(str(file)) for file in sorted(path.glob("*.safetensors"))}
     return arrays, json.loads(state_file.read_text())
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _json_default(value: Any) -> Any:

@@ -26,6 +26,10 @@ from mg_train.config.loader import (
     resolve_config_path,
 )
 
+# Exit code of a run stopped by SIGTERM or Ctrl-C (after saving a checkpoint when it trains): 128 + SIGINT, the
+# shell's code for an interrupted command, for every command, model and rank.
+EXIT_STOPPED = 130
+
 # name -> (config class, "module:function", one-line description)
 COMMANDS: dict[str, tuple[type, str, str]] = {
     "quickstart": (
@@ -180,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         config = parse_config(args.command, args)
+        if hasattr(config, "check"):  # value ranges and contradictions, before MindSpore is even imported
+            config.check()
     except ConfigError as exc:
         print(f"mg-train {args.command}: config error: {exc}", file=sys.stderr)
         return 2
@@ -196,9 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:  # inputs checked when the run starts (files, sizes), before any work
         print(f"mg-train {args.command}: config error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"mg-train {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # includes TrainingStopped: a checkpoint was saved, rerun to resume
+        print(f"mg-train {args.command}: {exc or 'interrupted'}", file=sys.stderr)
+        return EXIT_STOPPED
     return 0
 
 

@@ -1,284 +1,268 @@
-"""Pieces both training loops share: the optimizer with its data-parallel/ZeRO wrapper, the checked optimizer
-step (accumulate, reduce, skip non-finite, clip, schedule, EMA), per-step random draws, and checkpointing.
+"""The one training loop of mg-train: every model (TAE, transformer, and the next ones) trains through `train`.
 
-Everything here works unchanged in one process (world size 1) and under msrun: mg-parallel's `ZeroOptimizer`
-at stage 0 is plain data parallel, and with one process its collectives are identities.
+The loop knows no model. A *task* says how the model is built (before `train` is called), where its batches come
+from (`loader`), what the loss is and which inputs it takes (`loss`, `inputs`), how it validates and what it
+exports; the loop owns everything else, the same for every model and every rank count:
+
+- micro-batch accumulation, data-parallel / ZeRO reduction, non-finite skips, clipping, LR schedule, EMA
+  (`optim.OptimizerStep`); forward+backward compiled with `mindspore.jit` when `train.jit`;
+- resume (`train.resume`): weights, optimizer moments, EMA, schedule state and data position; metric lines past
+  the resumed step are dropped, so metrics.jsonl reads as one continuous run;
+- validation at step 0 (the baseline) and every `train.val_every` steps, feeding the plateau LR reducer;
+- checkpoints every `train.save_every` steps, at the end, and when a stop is requested;
+- stop requests (SIGTERM, Ctrl-C) agreed across ranks every step, so every rank checkpoints the same step and
+  raises `TrainingStopped` (the CLI exits 130: run the same command again to resume);
+- progress lines and metrics.jsonl on rank 0; the final export on rank 0 while the others wait for it.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import mindspore as ms
 import numpy as np
 import yaml
-from mindspore import Parameter, Tensor, nn, ops
-from mindspore.experimental.optim import AdamW
+from mindspore import Tensor, nn
 
 import mg_parallel as mp
-from mg_parallel.checkpoint import shard_like, unshard
-from mg_train.checkpoint import CheckpointManager, load_checkpoint
+from mg_data.atomic import write_text
+from mg_train import paths
+from mg_train.checkpoint import CheckpointManager
 from mg_train.config.loader import to_dict
-from mg_train.config.schema import OptimConfig
+from mg_train.config.schema import OptimConfig, RunConfig
 from mg_train.ema import EMA
-from mg_train.schedules import PlateauReducer, learning_rate
+from mg_train.loader import BatchLoader
+from mg_train.optim import OptimizerStep, add_grads, build_optimizer
+from mg_train.progress import Progress
+from mg_train.runtime import StopRequest
+from mg_train.train_state import (
+    ema_full_state,
+    resolve_resume,
+    restore_training_checkpoint,
+    save_training_checkpoint,
+)
 
-# Parameters whose names contain one of these get no weight decay (norm gains, biases, embedding tables).
-NO_DECAY_MARKERS = ("norm", "bias", "embed", "table", "gamma", "beta")
-
-
-class NonFiniteLossError(RuntimeError):
-    """Too many consecutive steps had a NaN/inf loss or gradient; the run stops without saving those weights."""
-
-
-def decay_groups(params: Sequence[Parameter], weight_decay: float) -> list[dict]:
-    """AdamW parameter groups: weight decay for matrices, none for norms, biases and embedding tables."""
-    decay, no_decay = [], []
-    for p in params:
-        name = p.name.lower()
-        (no_decay if p.ndim <= 1 or any(m in name for m in NO_DECAY_MARKERS) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+__all__ = ["StepInputs", "TrainingStopped", "TrainingTask", "compile_fn", "train"]
 
 
-def build_optimizer(
-    network: nn.Cell, cfg: OptimConfig, ctx: mp.ParallelContext, zero_stage: int = 0
-) -> tuple[mp.ZeroOptimizer, AdamW]:
-    """AdamW (with bias correction) over `network`'s trainable parameters, wrapped for data parallel / ZeRO."""
-    built: dict[str, AdamW] = {}
+class TrainingStopped(KeyboardInterrupt):
+    """A stop request (SIGTERM or Ctrl-C on any rank) ended the run after a checkpoint; rerun to resume."""
 
-    def make(params: list[Parameter]) -> AdamW:
-        built["optimizer"] = AdamW(
-            decay_groups(params, cfg.weight_decay),
-            lr=cfg.lr,
-            betas=tuple(cfg.betas),
-            eps=cfg.eps,
-            weight_decay=cfg.weight_decay,
-        )
-        return built["optimizer"]
-
-    zero = mp.ZeroOptimizer(network, make, stage=zero_stage, ctx=ctx, clip_norm=None)
-    return zero, built["optimizer"]
-
-
-def set_learning_rate(optimizer: AdamW, lr: float) -> None:
-    """Write `lr` into every group's LR parameter in place.
-
-    `ops.assign`, not `set_data`: AdamW's update is a compiled graph, and when a group holds more than one
-    parameter it keeps reading the LR buffer it was compiled with, so `set_data` (which swaps the buffer) left
-    the LR at its first value (warmup and cosine schedules silently did nothing after the first step).
-    """
-    for group in optimizer.param_groups:
-        ops.assign(group["lr"], Tensor(lr, ms.float32))
-
-
-def add_grads(total: tuple | None, grads: Sequence[Tensor]) -> tuple:
-    """Running sum of micro-batch gradients."""
-    return tuple(grads) if total is None else tuple(a + b for a, b in zip(total, grads, strict=True))
+    def __init__(self, message: str, step: int, checkpoint: Path | None):
+        super().__init__(message)
+        self.step, self.checkpoint = step, checkpoint
 
 
 @dataclass
-class StepResult:
-    applied: bool
-    loss: float
-    grad_norm: float
-    lr: float
+class StepInputs:
+    """What one micro-batch feeds the loss: its positional arguments (tensors, or tuples of tensors), and plain
+    numbers to log with the step (e.g. the number of frames)."""
+
+    args: tuple
+    info: dict[str, float] = field(default_factory=dict)
 
 
-class OptimizerStep:
-    """Apply summed micro-batch gradients: mean over micro-batches and data-parallel ranks, skip the step if the
-    loss or the global gradient norm is not finite (counting consecutive skips), clip, set the scheduled LR,
-    update, and update the EMA. The decision is the same on every rank (it uses globally reduced values)."""
+class TrainingTask(Protocol):
+    """What a model brings to the loop. The model is built, parallelised and cast before `train` is called."""
 
-    def __init__(
-        self,
-        zero: mp.ZeroOptimizer,
-        optimizer: AdamW,
-        cfg: OptimConfig,
-        total_steps: int,
-        ctx: mp.ParallelContext,
-        ema: EMA | None = None,
-    ):
-        self.zero, self.optimizer, self.cfg, self.total_steps, self.ctx, self.ema = (
-            zero,
-            optimizer,
-            cfg,
-            total_steps,
-            ctx,
-            ema,
-        )
-        self.plateau = (
-            PlateauReducer(
-                factor=cfg.plateau_factor,
-                patience=cfg.plateau_patience,
-                min_scale=cfg.plateau_min_lr / cfg.lr if cfg.lr > 0 else 0.0,
-            )
-            if cfg.plateau_factor
-            else None
-        )
-        self.consecutive_nonfinite = 0
-        self.skipped_total = 0
+    name: str  # progress label and log prefix, e.g. "tae-train"
+    config: Any  # the whole run config, written to <output_dir>/config.yaml
+    run: RunConfig
+    optim: OptimConfig
+    zero_stage: int
+    model: nn.Cell
+    loader: BatchLoader  # this rank's batches, endless, with a resumable position
+    aux_names: Sequence[str]  # names of the loss's extra outputs, logged as global means
 
-    def lr_at(self, step: int) -> float:
-        base = learning_rate(
-            step, self.cfg.lr, self.cfg.warmup_steps, self.cfg.schedule, self.total_steps, self.cfg.min_lr
-        )
-        return base * (self.plateau.scale if self.plateau else 1.0)
+    def loss(self, *args: Any) -> Tensor | tuple[Tensor, ...]:
+        """The objective for `inputs(...).args`; extra outputs after the first are logged as `aux_names`."""
 
-    def global_mean(self, value: Tensor) -> float:
-        """Mean of a scalar over all ranks (a NaN on any rank makes it NaN everywhere)."""
-        world = self.ctx.world_group
-        if world.size == 1:
-            return float(value.asnumpy())
-        total = mp.all_reduce(value.astype(ms.float32).reshape(1), world)
-        return float(total.asnumpy()[0]) / world.size
+    def inputs(self, batch: dict[str, np.ndarray], step: int, micro: int) -> StepInputs:
+        """The loss's arguments for one micro-batch of optimizer step `step` (random draws from `draws`)."""
 
-    def __call__(
-        self, grad_sum: Sequence[Tensor], loss_sum: Tensor, micro_batches: int, step: int
-    ) -> StepResult:
-        scale = 1.0 / micro_batches
-        grads = tuple(g * scale for g in grad_sum) if micro_batches > 1 else tuple(grad_sum)
-        loss = self.global_mean(loss_sum) * scale
-        reduced = self.zero.reducer(grads)
-        norm_tensor = self.zero.norm(reduced)
-        norm = float(norm_tensor.asnumpy())
-        lr = self.lr_at(step)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            self.consecutive_nonfinite += 1
-            self.skipped_total += 1
-            return StepResult(False, loss, norm, lr)
-        self.consecutive_nonfinite = 0
-        set_learning_rate(self.optimizer, lr)
-        if self.cfg.grad_clip is not None:
-            reduced = mp.clip_by_global_norm(reduced, self.cfg.grad_clip, norm_tensor)
-        self.zero.updater(reduced)
-        if self.ema is not None:
-            self.ema.update()
-        return StepResult(True, loss, norm, lr)
+    def validate(self) -> dict[str, float] | None:
+        """Validation metrics averaged over ranks (with `val_loss`, which the plateau reducer watches), or None
+        when the run has no validation data."""
 
-    def check_nonfinite(self, limit: int) -> None:
-        if self.consecutive_nonfinite >= limit:
-            raise NonFiniteLossError(
-                f"{self.consecutive_nonfinite} consecutive steps had a non-finite loss or gradient norm "
-                f"({self.skipped_total} skipped in all); stopping without saving them. Lower optim.lr, check the "
-                "data for corrupt samples, or resume from the last checkpoint."
-            )
+    def describe(self) -> list[str]:
+        """Lines printed when the run starts: the model, the data, the layout."""
 
-    def state_dict(self) -> dict:
-        return {
-            "plateau": self.plateau.state_dict() if self.plateau else None,
-            "skipped_total": self.skipped_total,
-            "consecutive_nonfinite": self.consecutive_nonfinite,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        if self.plateau and state.get("plateau"):
-            self.plateau.load_state_dict(state["plateau"])
-        self.skipped_total = int(state.get("skipped_total", 0))
-        self.consecutive_nonfinite = int(state.get("consecutive_nonfinite", 0))
+    def export(self, arrays: dict[str, np.ndarray], out: Path) -> Path:
+        """Write the final model from its full weights (EMA weights when EMA is on); rank 0 only."""
 
 
-def step_rng(seed: int, step: int, micro: int = 0, stream: int = 0) -> np.random.Generator:
-    """The generator of one micro-batch's random draws (noise, timesteps, dropout).
+def compile_fn(fn: Callable, jit: bool) -> Callable:
+    """`fn` compiled with `mindspore.jit` when `jit`; tuple arguments are passed as mutable (a tuple of tensors
+    is otherwise a compile-time constant, and every step would compile again)."""
+    if not jit:
+        return fn
+    compiled = ms.jit(fn)
 
-    A pure function of (seed, step, micro-batch, stream): a resumed run draws exactly what a continuous run
-    would, and every rank draws the global batch's values and keeps its slice, so N ranks draw what one
-    process with the N-times larger batch draws.
+    def call(*args: Any) -> Any:
+        return compiled(*(ms.mutable(tuple(a)) if isinstance(a, (tuple, list)) else a for a in args))
+
+    return call
+
+
+def train(task: TrainingTask, ctx: mp.ParallelContext) -> None:
+    """Run `task` to `task.run.steps` optimizer steps (resuming if asked), then export on rank 0.
+
+    Raises `TrainingStopped` after checkpointing when a stop was requested, `NonFiniteLossError` (without saving
+    the bad steps) after `train.max_nonfinite_steps` consecutive non-finite steps.
     """
-    return np.random.default_rng([seed, step, micro, stream])
+    run, optim = task.run, task.optim
+    out = Path(run.output_dir)
+    leader = ctx.rank_id == 0
+    manager = CheckpointManager(out / paths.CHECKPOINTS, keep_last=run.keep_last)
+    resume_from = resolve_resume(run.resume, manager)
+
+    zero, optimizer = build_optimizer(task.model, optim, ctx, zero_stage=task.zero_stage)
+    ema = EMA(zero.params, optim.ema_decay, jit=run.jit) if optim.ema_decay else None
+    stepper = OptimizerStep(zero, optimizer, optim, run.steps, ctx, ema)
+    grad_step = compile_fn(
+        ms.value_and_grad(task.loss, None, zero.params, has_aux=bool(task.aux_names)), run.jit
+    )
+
+    start = 0
+    if resume_from is not None:
+        state = restore_training_checkpoint(resume_from, task.model, stepper, ctx)
+        task.loader.load_state_dict(state["sampler"])
+        start = int(state["step"])
+    write_run_config(out, task.config, ctx)
+    metrics_path = out / paths.METRICS
+    if leader:
+        trim_metrics(metrics_path, start)
+    progress = Progress(
+        run.steps,
+        task.name,
+        metrics_path if leader else None,
+        start=start,
+        every=run.log_every,
+        stream=None if leader else open(os.devnull, "w"),  # noqa: SIM115 (closed by progress.close)
+    )
+    where = f"resumed from {resume_from}" if resume_from else "from scratch"
+    for line in [*task.describe(), f"{task.name}: {where} at step {start}/{run.steps}"]:
+        progress.log(line)
+
+    def save(step: int) -> Path | None:
+        state = {"sampler": task.loader.state_dict(), "seed": run.seed}
+        return save_training_checkpoint(manager, step, task.model, stepper, ctx, state)
+
+    def validate(step: int) -> None:
+        metrics = task.validate()
+        if metrics is None:
+            return
+        reduced = stepper.plateau.observe(metrics["val_loss"]) if stepper.plateau else False
+        progress.update(step, **metrics, lr=stepper.lr_at(step), lr_reduced=int(reduced))
+        if reduced:
+            progress.log(f"{task.name}: validation loss plateaued, LR scale now {stepper.plateau.scale:g}")
+
+    validating = run.val_every > 0
+    batches: Iterator[dict[str, np.ndarray]] = iter(task.loader)
+    step, saved_at, checkpoint = start, (start if resume_from is not None else -1), None
+    stopped_by = None
+    try:
+        with StopRequest() as stop:
+            if validating and start == 0:  # the untrained model: the baseline of the validation curve
+                validate(0)
+            while step < run.steps:
+                grad_sum, loss_sum, aux_sums, info = None, None, [], {}
+                for micro in range(optim.grad_accum):
+                    inputs = task.inputs(next(batches), step, micro)
+                    value, grads = grad_step(*inputs.args)
+                    loss, aux = (value[0], value[1:]) if task.aux_names else (value, ())
+                    grad_sum = add_grads(grad_sum, grads)
+                    loss_sum = loss if loss_sum is None else loss_sum + loss
+                    aux_sums = (
+                        list(aux) if not aux_sums else [a + b for a, b in zip(aux_sums, aux, strict=True)]
+                    )
+                    info = inputs.info
+                result = stepper(grad_sum, loss_sum, optim.grad_accum, step)
+                step += 1
+                scale = 1.0 / optim.grad_accum
+                aux_means = {
+                    name: stepper.global_mean(total) * scale
+                    for name, total in zip(task.aux_names, aux_sums, strict=True)
+                }
+                progress.update(
+                    step,
+                    loss=result.loss,
+                    **aux_means,
+                    lr=result.lr,
+                    grad_norm=result.grad_norm,
+                    skipped=int(not result.applied),
+                    **info,
+                )
+                stepper.check_nonfinite(run.max_nonfinite_steps)  # raises before anything is saved
+                if validating and step % run.val_every == 0:
+                    validate(step)
+                requested = stop_everywhere(bool(stop), ctx)
+                if step % run.save_every == 0 or step == run.steps or requested:
+                    checkpoint, saved_at = save(step), step
+                if requested:
+                    stopped_by = stop.signal_name or "a stop request on another rank"
+                    break
+            if saved_at != step:  # nothing left to train (e.g. resumed at the end): the final state
+                checkpoint = save(step)
+    finally:
+        progress.close()
+    if stopped_by is not None:
+        message = (
+            f"{task.name}: stopped by {stopped_by} at step {step}; checkpoint {checkpoint or 'saved on rank 0'}. "
+            "Run the same command again to resume."
+        )
+        if leader:
+            progress.log(message)
+        raise TrainingStopped(message, step, checkpoint)
+
+    arrays = mp.gather_full_state(task.model, ctx)  # every rank takes part in the gathers
+    if ema is not None:
+        arrays.update(ema_full_state(ema, ctx))
+    if leader:
+        written = task.export(arrays, out)
+        progress.log(f"{task.name}: final {'EMA ' if ema is not None else ''}weights written to {written}")
+    barrier(ctx)  # the other ranks return once the export is complete
 
 
-def rank_slice(array: np.ndarray, rank: int, world: int) -> np.ndarray:
-    """This data-parallel rank's rows of a global-batch array."""
-    per_rank = array.shape[0] // world
-    return array[rank * per_rank : (rank + 1) * per_rank]
+def stop_everywhere(local: bool, ctx: mp.ParallelContext) -> bool:
+    """True on every rank when any rank got SIGTERM / Ctrl-C (so all of them checkpoint the same step)."""
+    if ctx.world_group.size == 1:
+        return local
+    flag = mp.all_reduce(Tensor(np.array([1.0 if local else 0.0], np.float32)), ctx.world_group)
+    return float(flag.asnumpy()[0]) > 0
 
 
-# -- checkpoints --------------------------------------------------------------------------------------------------
+def barrier(ctx: mp.ParallelContext) -> None:
+    if ctx.world_group.size > 1:
+        mp.all_reduce(Tensor(np.zeros(1, np.float32)), ctx.world_group).asnumpy()
 
 
-def save_training_checkpoint(
-    manager: CheckpointManager,
-    step: int,
-    model: nn.Cell,
-    stepper: OptimizerStep,
-    ctx: mp.ParallelContext,
-    state: dict[str, Any],
-) -> Path | None:
-    """Gather the full model and optimizer state (every rank takes part) and write them on rank 0."""
-    arrays = {
-        "model": mp.gather_full_state(model, ctx),
-        "optimizer": stepper.zero.optimizer_state_dict(),
-    }
-    if stepper.ema is not None:
-        arrays["ema"] = ema_full_state(stepper.ema, ctx)
-    if ctx.rank_id != 0:
-        return None
-    return manager.save(step, arrays, {**state, "optimizer_step": stepper.state_dict()})
-
-
-def restore_training_checkpoint(
-    path: str | Path, model: nn.Cell, stepper: OptimizerStep, ctx: mp.ParallelContext
-) -> dict[str, Any]:
-    """Load a checkpoint written by `save_training_checkpoint` (any parallel layout) and return its state."""
-    arrays, state = load_checkpoint(path)
-    mp.load_full_state(model, arrays["model"], ctx, strict=True, source=f"{path}/model.safetensors")
-    stepper.zero.load_optimizer_state_dict(arrays["optimizer"], source=f"{path}/optimizer.safetensors")
-    stepper.zero.sync_shards_from_model()
-    if stepper.ema is not None:
-        if "ema" not in arrays:
-            raise ValueError(f"{path} has no EMA weights but optim.ema_decay is set")
-        load_ema_full_state(stepper.ema, arrays["ema"], ctx, source=f"{path}/ema.safetensors")
-    stepper.load_state_dict(state.get("optimizer_step", {}))
-    return state
-
-
-def ema_full_state(ema: EMA, ctx: mp.ParallelContext) -> dict[str, np.ndarray]:
-    """The EMA weights at the model's full shapes (under ZeRO-3 the shadows are chunks like their parameters;
-    every rank takes part in the gather)."""
-    return {
-        name: unshard(shadow.value(), param, ctx)
-        for name, shadow, param in zip(ema.names, ema.shadow, ema.params, strict=True)
-    }
-
-
-def load_ema_full_state(
-    ema: EMA, arrays: dict[str, np.ndarray], ctx: mp.ParallelContext, source: str = "EMA state"
-) -> None:
-    """Load full-shape EMA weights (from `ema_full_state`, any layout) into this rank's shadows."""
-    missing = [name for name in ema.names if name not in arrays]
-    if missing:
-        raise ValueError(f"{source}: lacks {len(missing)} parameters, e.g. {missing[:3]}")
-    for name, shadow, param in zip(ema.names, ema.shadow, ema.params, strict=True):
-        piece = shard_like(np.asarray(arrays[name]), param, ctx)
-        ops.assign(
-            shadow, Tensor(piece.reshape(shadow.shape), shadow.dtype)
-        )  # in place (compiled EMA updates)
-
-
-def resolve_resume(resume: str | None, manager: CheckpointManager) -> Path | None:
-    """The checkpoint to continue from: `auto` = the latest in the run (or none), a path, or None."""
-    if resume is None:
-        return None
-    if resume == "auto":
-        return manager.latest()
-    path = Path(resume)
-    if not (path / "state.json").is_file():
-        latest = CheckpointManager(path / "checkpoints").latest() if path.is_dir() else None
-        if latest is None:
-            raise FileNotFoundError(
-                f"train.resume={resume}: not a checkpoint or a run directory with checkpoints"
-            )
-        return latest
-    return path
+def global_mean(value: float, ctx: mp.ParallelContext) -> float:
+    """Mean of a host number over all ranks."""
+    if ctx.world_group.size == 1:
+        return float(value)
+    total = mp.all_reduce(Tensor(np.array([value], np.float32)), ctx.world_group)
+    return float(total.asnumpy()[0]) / ctx.world_group.size
 
 
 def write_run_config(output_dir: Path, config: Any, ctx: mp.ParallelContext) -> None:
     """The resolved config of a run, as YAML next to its checkpoints (rank 0)."""
     if ctx.rank_id == 0:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+        write_text(output_dir / paths.CONFIG, yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def trim_metrics(path: Path, last_step: int) -> None:
+    """Drop metric lines past the resumed step (written by the interrupted run after its last checkpoint)."""
+    if not path.is_file():
+        return
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line and json.loads(line).get("step", 0) <= last_step
+    ]
+    write_text(path, "".join(line + "\n" for line in kept))

@@ -25,6 +25,7 @@ import mindspore as ms
 import numpy as np
 
 from mg_data import write_image, write_video
+from mg_data.atomic import atomic_dir, write_text
 from mg_tae import TemporalAutoencoder
 from mg_transformer import MovieGenTransformer, sample
 from mg_transformer.text import TextEmbedder
@@ -32,8 +33,6 @@ from mg_transformer.text import TextEmbedder
 PIPELINE_FILE = "pipeline.json"
 TEXT_ENCODERS_DIR = "text_encoders"  # bundled text encoders (`bundle_text_encoders`)
 FORMAT = "mg-pipeline"
-SPATIAL_MULTIPLE = 16  # TAE 8x times the transformer's 2x2 patches
-TEMPORAL_COMPRESSION = 8
 
 # progress(stage, done, total) with stage "text", "denoise" or "decode".
 Progress = Callable[[str, int, int], None]
@@ -88,13 +87,11 @@ def bundle_text_encoders(path: str | os.PathLike) -> list[str]:
         target = Path(TEXT_ENCODERS_DIR) / name
         if not source_dir.is_dir() or source_dir.resolve() == (folder / target).resolve():
             continue
-        shutil.rmtree(folder / target, ignore_errors=True)
-        shutil.copytree(source_dir, folder / target)
+        with atomic_dir(folder / target) as tmp:
+            shutil.copytree(source_dir, tmp, dirs_exist_ok=True)
         info["text"]["encoders"][name] = target.as_posix()
         copied.append(name)
-    tmp = info_path.with_name(f".{info_path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(info, indent=1))
-    os.replace(tmp, info_path)
+    write_text(info_path, json.dumps(info, indent=1))
     return copied
 
 
@@ -137,32 +134,30 @@ class MovieGenPipeline:
         return cls(transformer, tae, text_embedder_from_spec(info.text, folder), info, jit=jit)
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write the pipeline folder; it replaces an existing one only once complete."""
+        """Write the pipeline folder; it replaces an existing pipeline folder in one step once complete (and
+        refuses a folder that holds anything else)."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.transformer.save_pretrained(tmp / "transformer")
-        self.tae.save_pretrained(tmp / "tae")
-        info = asdict(self.info)
-        info["size"] = list(self.info.size)
-        (tmp / PIPELINE_FILE).write_text(json.dumps(info, indent=1))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        with atomic_dir(path, replaces=("transformer", "tae", PIPELINE_FILE, TEXT_ENCODERS_DIR)) as tmp:
+            self.transformer.save_pretrained(tmp / "transformer")
+            self.tae.save_pretrained(tmp / "tae")
+            info = asdict(self.info)
+            info["size"] = list(self.info.size)
+            (tmp / PIPELINE_FILE).write_text(json.dumps(info, indent=1))
         return path
 
     # -- requests ------------------------------------------------------------------------------------------------
 
     def limits(self) -> dict[str, Any]:
-        """The largest frame count and size the position tables and `max_tokens` allow (for UIs)."""
+        """The largest frame count and size the position tables and `max_tokens` allow (for UIs); sizes are
+        multiples of the TAE's spatial compression times the transformer's patch (8 x 2 = 16 for Movie Gen)."""
         pt, ph, pw = self.transformer.config.pos_embed_max_size
         patch_t, patch_h, patch_w = self.transformer.config.patch_size
+        t, s = self.tae.config.temporal_compression, self.tae.config.spatial_compression
         return {
-            "max_frames": pt * patch_t * TEMPORAL_COMPRESSION,
-            "max_height": ph * patch_h * TEMPORAL_COMPRESSION,
-            "max_width": pw * patch_w * TEMPORAL_COMPRESSION,
-            "multiple": SPATIAL_MULTIPLE,
+            "max_frames": pt * patch_t * t,
+            "max_height": ph * patch_h * s,
+            "max_width": pw * patch_w * s,
+            "multiple": math.lcm(s * patch_h, s * patch_w),
             "max_tokens": self.info.max_tokens,
         }
 
@@ -179,9 +174,10 @@ class MovieGenPipeline:
             raise RequestError(
                 f"{frames} frames is more than this model's position table covers ({lim['max_frames']} frames)"
             )
+        multiple = lim["multiple"]
         for name, value, top in (("height", height, lim["max_height"]), ("width", width, lim["max_width"])):
-            if value < SPATIAL_MULTIPLE or value % SPATIAL_MULTIPLE:
-                raise RequestError(f"{name} must be a positive multiple of {SPATIAL_MULTIPLE}, got {value}")
+            if value < multiple or value % multiple:
+                raise RequestError(f"{name} must be a positive multiple of {multiple}, got {value}")
             if value > top:
                 raise RequestError(f"{name} {value} exceeds this model's position table ({top} pixels)")
         tokens = self.num_tokens(frames, (height, width))
@@ -193,13 +189,9 @@ class MovieGenPipeline:
         return frames, (height, width)
 
     def num_tokens(self, frames: int, size: Sequence[int]) -> int:
-        patch_t, patch_h, patch_w = self.transformer.config.patch_size
-        t_lat = math.ceil(frames / TEMPORAL_COMPRESSION)
-        return (
-            math.ceil(t_lat / patch_t)
-            * (size[0] // TEMPORAL_COMPRESSION // patch_h)
-            * (size[1] // TEMPORAL_COMPRESSION // patch_w)
-        )
+        """Transformer tokens of a video: its latent grid (from the TAE) in patches."""
+        _, t_lat, h_lat, w_lat = self.tae.latent_shape(frames, *size)
+        return self.transformer.config.num_patches((t_lat, h_lat, w_lat))
 
     # -- generation ----------------------------------------------------------------------------------------------
 
@@ -233,7 +225,7 @@ class MovieGenPipeline:
         negative = self.text.embed([negative_prompt]) if negative_prompt else None
         report("text", 1, 1)
         channels = self.transformer.config.in_channels
-        shape = (channels, math.ceil(frames / TEMPORAL_COMPRESSION), height // 8, width // 8)
+        shape = (channels, *self.tae.latent_shape(frames, height, width)[1:])
         noise = np.stack(
             [np.random.default_rng(seed + i).standard_normal(shape) for i in range(len(prompts))]
         )

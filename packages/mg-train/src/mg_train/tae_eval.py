@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 from mindspore import Tensor
 
 from mg_data import VideoDataset, is_image_path, load_manifest, to_uint8_frames, write_image, write_video
+from mg_data.atomic import write_text
 from mg_tae import LPIPS, TAEConfig, TemporalAutoencoder
 from mg_tae.metrics import psnr_per_frame, ssim_per_frame
 from mg_train.config.loader import ConfigError
@@ -178,6 +178,4 @@ def _save_comparison(
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, default=float) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1, default=float) + "\n")

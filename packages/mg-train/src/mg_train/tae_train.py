@@ -1,9 +1,10 @@
 """`mg-train tae-train`: train or fine-tune the Temporal Autoencoder on videos (and images).
 
-One linear loop (`run`): build the TAE (a preset, or a `save_pretrained` folder such as an `mg-tae inflate`
-output), read bucketed batches of an mg-data `VideoDataset`, minimise L1 + KL (+ outlier penalty, + LPIPS) with
-AdamW through the shared engine (accumulation, data-parallel reduction, non-finite skips, clipping, schedule,
-EMA), validate on held-out clips, checkpoint, and write the final weights to `<output_dir>/tae/`.
+The TAE task of the one training engine (`engine.train`): build the TAE (a preset, or a `save_pretrained` folder
+such as an `mg-tae inflate` output), read bucketed batches of an mg-data `VideoDataset`, minimise L1 + KL
+(+ MSE, + outlier penalty, + LPIPS), validate on held-out clips (L1 and PSNR), and export the final weights
+(calibrated latent factors if asked) to `<output_dir>/tae/`. The engine does the rest (accumulation,
+data-parallel reduction, non-finite skips, clipping, schedule, EMA, checkpoints, resume, stop requests).
 
 Loss scale: every term is a mean per pixel value, so the reference recipe's weights (KL 1e-6, LPIPS 1.0) keep
 their balance: the reference sums L1 over each frame's pixels and divides L1, LPIPS (broadcast per pixel) and the
@@ -11,13 +12,14 @@ KL sum by the number of frames; dividing all of that by C*H*W gives mean L1 + w_
 number of pixel values, which is what is minimised here (AdamW does not care about the constant).
 
 Randomness: the posterior noise and the joint image/video choice of every micro-batch come from
-`engine.step_rng(seed, step, micro, stream)` for the global batch, so a resumed run and an N-rank run draw
+`draws.step_rng(seed, step, micro, stream)` for the global batch, so a resumed run and an N-rank run draw
 exactly what a continuous single-process run draws.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,25 +38,13 @@ from mg_data import (
 )
 from mg_tae import LPIPS, TAEConfig, TemporalAutoencoder, kl_loss, l1_loss, outlier_penalty_loss
 from mg_tae.metrics import psnr_per_frame
-from mg_train import paths
-from mg_train.checkpoint import CheckpointManager
+from mg_train import engine, paths
 from mg_train.config.loader import ConfigError
 from mg_train.config.schema import DataConfig, TAEModelConfig, TAETrainConfig
-from mg_train.ema import EMA
-from mg_train.engine import (
-    OptimizerStep,
-    add_grads,
-    build_optimizer,
-    rank_slice,
-    resolve_resume,
-    restore_training_checkpoint,
-    save_training_checkpoint,
-    step_rng,
-    write_run_config,
-)
+from mg_train.draws import rank_slice, step_rng
+from mg_train.engine import StepInputs
 from mg_train.loader import BatchLoader
-from mg_train.progress import Progress
-from mg_train.runtime import StopRequest, apply_precision, resolve_precision
+from mg_train.runtime import apply_precision, resolve_precision
 
 # Streams of `step_rng`: independent draws for the posterior noise and the image/video choice.
 NOISE_STREAM = 0
@@ -98,24 +88,16 @@ def _require_file(path: str | None, key: str, what: str, folder_ok: bool = False
 
 
 def check_data_config(data: DataConfig, config: TAEConfig) -> None:
-    """Data fields that must hold before any work: existing manifests, TAE-compatible sizes, batch sizes."""
+    """Data fields that must hold before any work: existing manifests, sizes and crops the TAE can compress."""
     _require_file(data.manifest, "data.manifest", "the training manifest (CSV or folder)", folder_ok=True)
     if data.val_manifest is not None:
         _require_file(
             data.val_manifest, "data.val_manifest", "the validation manifest (CSV or folder)", folder_ok=True
         )
     s = config.spatial_compression
-    if any(v <= 0 or v % s for v in data.size):
+    if any(v % s for v in data.size):
         raise ConfigError(f"data.size={list(data.size)}: height and width must be positive multiples of {s}")
-    if data.frames < 1:
-        raise ConfigError(f"data.frames={data.frames}: must be at least 1")
-    if data.batch_size < 1 or (data.image_batch_size is not None and data.image_batch_size < 1):
-        raise ConfigError("data.batch_size and data.image_batch_size must be at least 1")
-    if data.image_ratio is not None and not 0.0 <= data.image_ratio < 1.0:
-        raise ConfigError(f"data.image_ratio={data.image_ratio}: must be in [0, 1) (or null)")
-    if data.crop is not None and any(
-        c <= 0 or c % s or c > v for c, v in zip(data.crop, data.size, strict=True)
-    ):
+    if data.crop is not None and any(c % s or c > v for c, v in zip(data.crop, data.size, strict=True)):
         raise ConfigError(
             f"data.crop={list(data.crop)}: height and width must be positive multiples of {s}, "
             f"at most data.size={list(data.size)}"
@@ -123,7 +105,8 @@ def check_data_config(data: DataConfig, config: TAEConfig) -> None:
 
 
 def check_config(cfg: TAETrainConfig) -> TAEConfig:
-    """Validate every input of a tae-train run (files, sizes, loss weights) and return the TAEConfig."""
+    """Validate every input of a tae-train run (ranges, files, sizes against the TAE) and return the TAEConfig."""
+    cfg.check()
     if cfg.model.pretrained:
         folder = Path(cfg.model.pretrained)
         for name in ("config.json", "model.safetensors"):
@@ -134,22 +117,8 @@ def check_config(cfg: TAETrainConfig) -> TAEConfig:
                 )
     config = tae_config(cfg.model)
     check_data_config(cfg.data, config)
-    loss = cfg.loss
-    if loss.perceptual_weight > 0:
-        _require_file(loss.lpips_weights, "loss.lpips_weights", "LPIPS VGG16 weights (safetensors)")
-    for key in ("kl_weight", "mse_weight", "perceptual_weight", "opl_weight"):
-        if getattr(loss, key) < 0:
-            raise ConfigError(f"loss.{key}={getattr(loss, key)}: must be >= 0")
-    if cfg.calibrate_latents < 0:
-        raise ConfigError(f"calibrate_latents={cfg.calibrate_latents}: must be >= 0 (0: keep the factors)")
-    if cfg.train.steps < 1 or cfg.optim.grad_accum < 1:
-        raise ConfigError("train.steps and optim.grad_accum must be at least 1")
-    if cfg.train.save_every < 1 or cfg.train.log_every < 1:
-        raise ConfigError("train.save_every and train.log_every must be at least 1")
-    if cfg.train.val_every > 0 and not cfg.data.val_manifest:
-        raise ConfigError(f"train.val_every={cfg.train.val_every} needs data.val_manifest")
-    if cfg.train.max_nonfinite_steps < 1:
-        raise ConfigError("train.max_nonfinite_steps must be at least 1")
+    if cfg.loss.perceptual_weight > 0:
+        _require_file(cfg.loss.lpips_weights, "loss.lpips_weights", "LPIPS VGG16 weights (safetensors)")
     try:
         resolve_precision(cfg.train.precision)
     except ValueError as exc:
@@ -158,20 +127,22 @@ def check_config(cfg: TAETrainConfig) -> TAEConfig:
 
 
 def bucket_config(data: DataConfig, with_images: bool) -> BucketConfig:
-    """Video buckets of `data.frames` frames at `data.size` (one per aspect ratio when several are given, each
-    with about the same pixel count), plus image buckets when the manifest holds images."""
+    """Video buckets of every duration (`data.durations`, else `data.frames`) at `data.size` (one per aspect
+    ratio when several are given, each with about the same pixel count), plus image buckets when the manifest
+    holds images."""
     height, width = data.size
     image_batch = data.image_batch_size or data.batch_size
+    durations = data.video_buckets()
     if len(data.aspect_ratios) <= 1:
-        buckets = [Bucket(height, width, data.frames, data.batch_size)]
+        buckets = [Bucket(height, width, frames, batch) for frames, batch in durations.items()]
         if with_images:
             buckets.append(Bucket(height, width, 1, image_batch))
         return BucketConfig(buckets)
     return BucketConfig.grid(
         resolution=round(math.sqrt(height * width)),
         aspect_ratios=data.aspect_ratios,
-        num_frames=[data.frames],
-        batch_size=data.batch_size,
+        num_frames=list(durations),
+        batch_size=durations,
         image_batch_size=image_batch if with_images else None,
     )
 
@@ -261,7 +232,12 @@ def make_objective(
     model: TemporalAutoencoder, loss_cfg, lpips: LPIPS | None
 ) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
     """loss(x, noise) -> (total, mean L1, KL per pixel value); the total is what gets differentiated."""
-    kl_weight, opl_weight, opl_r = loss_cfg.kl_weight, loss_cfg.opl_weight, loss_cfg.opl_r
+    kl_weight, opl_weight, opl_r, opl_form = (
+        loss_cfg.kl_weight,
+        loss_cfg.opl_weight,
+        loss_cfg.opl_r,
+        loss_cfg.opl_form,
+    )
     mse_weight = loss_cfg.mse_weight
     perceptual_weight = loss_cfg.perceptual_weight if lpips is not None else 0.0
 
@@ -274,7 +250,8 @@ def make_objective(
         if mse_weight > 0:
             total = total + mse_weight * ops.square(recon - x).mean()
         if opl_weight > 0:
-            total = total + opl_weight * outlier_penalty_loss(mean + ops.exp(0.5 * logvar) * noise, opl_r)
+            z = mean + ops.exp(0.5 * logvar) * noise
+            total = total + opl_weight * outlier_penalty_loss(z, opl_r, opl_form)
         if perceptual_weight > 0:
             total = total + perceptual_weight * lpips(recon, x).mean()
         return total, l1, kl
@@ -346,141 +323,90 @@ def validate(
     return {"val_loss": float(totals[0] / totals[1]), "val_psnr": float(totals[2] / totals[3])}
 
 
-# -- the loop ---------------------------------------------------------------------------------------------------
+# -- the task -------------------------------------------------------------------------------------------------
+
+
+class TAETask:
+    """The TAE for `engine.train`: its model, batches, objective, validation and export."""
+
+    name = "tae-train"
+    aux_names = ("l1", "kl")
+    zero_stage = 0
+
+    def __init__(self, cfg: TAETrainConfig, ctx: mp.ParallelContext):
+        self.config, self.run, self.optim, self.ctx = cfg, cfg.train, cfg.optim, ctx
+        self.tae_config = check_config(cfg)
+        self.lpips = (
+            LPIPS.from_safetensors(cfg.loss.lpips_weights) if cfg.loss.perceptual_weight > 0 else None
+        )
+        self.loader, frames_as_images = build_loader(cfg.data, cfg.train.seed, ctx, cfg.train.num_workers)
+        self.image_ratio = cfg.data.image_ratio if frames_as_images else None
+        self.val_clips = validation_clips(cfg.data, cfg.train.seed) if cfg.data.val_manifest else None
+        ms.set_seed(cfg.train.seed)
+        self.model = build_tae(cfg.model, cfg.train.seed)
+        self.model.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
+        self.model.set_train(True)
+        apply_precision(self.model, resolve_precision(cfg.train.precision))
+        self.loss = make_objective(self.model, cfg.loss, self.lpips)
+
+    def inputs(self, batch: dict, step: int, micro: int) -> StepInputs:
+        cfg = self.config
+        x, noise = micro_batch(
+            batch["video"],
+            self.model,
+            cfg.train.seed,
+            step,
+            micro,
+            self.ctx,
+            self.image_ratio,
+            cfg.loss.sample_posterior,
+            cfg.data.crop,
+        )
+        return StepInputs((Tensor(x), Tensor(noise)), {"frames": int(x.shape[2])})
+
+    def validate(self) -> dict[str, float] | None:
+        if self.val_clips is None:
+            return None
+        count = self.run.val_batches * self.config.data.batch_size
+        return validate(self.model, self.val_clips, count, self.config.data.batch_size, self.ctx)
+
+    def describe(self) -> list[str]:
+        cfg = self.config
+        source = cfg.model.pretrained or f"preset {cfg.model.preset}"
+        size = sum(p.size for p in self.model.trainable_params()) / 1e6
+        lines = [
+            f"tae-train: {source}, {size:.2f}M parameters, {self.ctx.data_world} data-parallel rank(s), "
+            f"{len(self.loader.sampler)} batches per epoch"
+        ]
+        if self.image_ratio:
+            lines.append(
+                f"data.image_ratio={self.image_ratio}: the manifest has no images, so that fraction of steps "
+                "trains on one random frame of each clip"
+            )
+        return lines
+
+    def export(self, arrays: dict[str, np.ndarray], out: Path) -> Path:
+        """`<out>/tae`: the final weights, with latent factors calibrated on training clips if asked."""
+        model = TemporalAutoencoder(self.tae_config)
+        model.load_state_dict(arrays, strict=True, source="final weights")
+        cfg = self.config
+        if cfg.calibrate_latents:
+            shift, scale = calibrate_latents(model, cfg.data, cfg.train.seed, cfg.calibrate_latents)
+            print(
+                f"tae-train: latent shift_factor {shift:.4g}, scaling_factor {scale:.4g} "
+                f"(mean and 1/std over {cfg.calibrate_latents} training clips)",
+                file=sys.stderr,
+                flush=True,
+            )
+        final = out / paths.TAE_DIR
+        model.save_pretrained(final)
+        return final
 
 
 def run(cfg: TAETrainConfig) -> Path:
-    """Train the TAE as configured; returns `<output_dir>/tae` (the final weights, EMA weights if EMA is on)."""
-    check_config(cfg)
+    """Train the TAE as configured; returns `<output_dir>/tae` (the final weights, EMA weights if EMA is on).
+    Raises `engine.TrainingStopped` after checkpointing when stopped by SIGTERM / Ctrl-C."""
+    cfg.check()  # value ranges first: nothing is read or built for a config that cannot work
     ctx = mp.init_parallel()
-    precision = resolve_precision(cfg.train.precision)
-    out = Path(cfg.train.output_dir)
-    seed, data, run_cfg = cfg.train.seed, cfg.data, cfg.train
-    manager = CheckpointManager(out / paths.CHECKPOINTS, keep_last=run_cfg.keep_last)
-    resume_from = resolve_resume(run_cfg.resume, manager)
-    lpips = LPIPS.from_safetensors(cfg.loss.lpips_weights) if cfg.loss.perceptual_weight > 0 else None
-
-    loader, frames_as_images = build_loader(data, seed, ctx, run_cfg.num_workers)
-    val_clips = validation_clips(data, seed) if data.val_manifest else None
-    val_count = run_cfg.val_batches * data.batch_size
-
-    ms.set_seed(seed)
-    model = build_tae(cfg.model, seed)
-    model.set_gradient_checkpointing(run_cfg.gradient_checkpointing)
-    model.set_train(True)
-    apply_precision(model, precision)
-    zero, optimizer = build_optimizer(model, cfg.optim, ctx)
-    ema = EMA(model.trainable_params(), cfg.optim.ema_decay, jit=run_cfg.jit) if cfg.optim.ema_decay else None
-    stepper = OptimizerStep(zero, optimizer, cfg.optim, run_cfg.steps, ctx, ema)
-
-    start = 0
-    if resume_from is not None:
-        state = restore_training_checkpoint(resume_from, model, stepper, ctx)
-        loader.load_state_dict(state["sampler"])
-        start = int(state["step"])
-    write_run_config(out, cfg, ctx)
-
-    grad_fn = ms.value_and_grad(make_objective(model, cfg.loss, lpips), None, zero.params, has_aux=True)
-    if run_cfg.jit:
-        grad_fn = ms.jit(grad_fn)
-
-    def save(step: int) -> Path | None:
-        return save_training_checkpoint(
-            manager, step, model, stepper, ctx, {"sampler": loader.state_dict(), "seed": seed}
-        )
-
-    leader = ctx.rank_id == 0
-    progress = Progress(
-        run_cfg.steps,
-        "tae-train",
-        out / paths.METRICS if leader else None,
-        start=start,
-        every=run_cfg.log_every,
-    )
-    if leader:
-        where = f"resumed from {resume_from}" if resume_from else "from scratch"
-        source = cfg.model.pretrained or f"preset {cfg.model.preset}"
-        progress.log(
-            f"tae-train: {source}, {sum(p.size for p in model.trainable_params()) / 1e6:.2f}M parameters, "
-            f"{where} at step {start}/{run_cfg.steps}, {ctx.data_world} data-parallel rank(s), "
-            f"{len(loader.sampler)} batches per epoch"
-        )
-        if frames_as_images:
-            progress.log(
-                f"data.image_ratio={data.image_ratio}: the manifest has no images, so that fraction of steps "
-                "trains on one random frame of each clip"
-            )
-    image_ratio = data.image_ratio if frames_as_images else None
-    batches = iter(loader)
-    step = start
-    try:
-        with StopRequest() as stop:
-            while step < run_cfg.steps and not stop:
-                grad_sum, loss_sum, l1_sum, kl_sum = None, 0.0, 0.0, 0.0
-                for micro in range(cfg.optim.grad_accum):
-                    video = next(batches)["video"]
-                    x, noise = micro_batch(
-                        video,
-                        model,
-                        seed,
-                        step,
-                        micro,
-                        ctx,
-                        image_ratio,
-                        cfg.loss.sample_posterior,
-                        data.crop,
-                    )
-                    (loss, l1, kl), grads = grad_fn(Tensor(x), Tensor(noise))
-                    grad_sum = add_grads(grad_sum, grads)
-                    loss_sum, l1_sum, kl_sum = loss_sum + loss, l1_sum + l1, kl_sum + kl
-                result = stepper(grad_sum, loss_sum, cfg.optim.grad_accum, step)
-                step += 1
-                scale = 1.0 / cfg.optim.grad_accum
-                progress.update(
-                    step,
-                    loss=result.loss,
-                    l1=stepper.global_mean(l1_sum) * scale,
-                    kl=stepper.global_mean(kl_sum) * scale,
-                    lr=result.lr,
-                    grad_norm=result.grad_norm,
-                    skipped=int(not result.applied),
-                    frames=int(x.shape[2]),
-                )
-                stepper.check_nonfinite(run_cfg.max_nonfinite_steps)
-                if val_clips is not None and run_cfg.val_every > 0 and step % run_cfg.val_every == 0:
-                    metrics = validate(model, val_clips, val_count, data.batch_size, ctx)
-                    progress.update(step, **metrics)
-                    if (
-                        stepper.plateau is not None
-                        and stepper.plateau.observe(metrics["val_loss"])
-                        and leader
-                    ):
-                        progress.log(f"validation plateau: LR scale now {stepper.plateau.scale:g}")
-                if step % run_cfg.save_every == 0 and step < run_cfg.steps and not stop:
-                    save(step)
-            saved = save(step)
-            if stop:
-                if leader:
-                    progress.log(
-                        f"tae-train: stopped by {stop.signal_name} at step {step}; checkpoint {saved}. "
-                        "Run the same command again to resume."
-                    )
-                raise KeyboardInterrupt(f"tae-train stopped by {stop.signal_name} at step {step}")
-    finally:
-        progress.close()
-
-    final = out / paths.TAE_DIR
-    if ema is not None:
-        ema.copy_to(model.trainable_params())
-    if leader:
-        if cfg.calibrate_latents:
-            shift, scale = calibrate_latents(model, data, seed, cfg.calibrate_latents)
-            progress.log(
-                f"tae-train: latent shift_factor {shift:.4g}, scaling_factor {scale:.4g} "
-                f"(mean and 1/std over {cfg.calibrate_latents} training clips)"
-            )
-        model.save_pretrained(final)
-        progress.log(f"tae-train: final {'EMA ' if ema is not None else ''}weights written to {final}")
-    if ctx.world_group.size > 1:  # the other ranks return once the folder is complete
-        mp.all_reduce(Tensor(np.zeros(1, np.float32)), ctx.world_group).asnumpy()
-    return final
+    engine.train(TAETask(cfg, ctx), ctx)
+    return Path(cfg.train.output_dir) / paths.TAE_DIR

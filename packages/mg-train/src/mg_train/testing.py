@@ -1,13 +1,36 @@
-"""Helpers for tests of mg-train and of packages built on it (mg-demo): a tiny random pipeline in seconds."""
+"""Helpers for tests of mg-train and of packages built on it (mg-demo): a tiny random pipeline in seconds, tiny
+TAEs with working temporal layers, and small transformer-training inputs with a fast run config."""
 
 from __future__ import annotations
 
+import json
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+from mindspore import Tensor
+from safetensors.numpy import load_file
+
+from mg_data import LatentCacheWriter, cache_key, load_manifest, make_synthetic_dataset
 from mg_tae import TAEConfig, TemporalAutoencoder
+from mg_train.config.loader import from_dict
+from mg_train.config.schema import TransformerTrainConfig
 from mg_train.pipeline import MovieGenPipeline, PipelineInfo
 from mg_transformer import MovieGenTransformer, TransformerConfig
 from mg_transformer.text import TextEmbedder
 
 TINY_TEXT = {"encoders": {"ul2": "tiny", "byt5": "tiny", "metaclip": "tiny"}, "seed": 0, "max_lengths": {}}
+# Transformer overrides of the tiny preset for training tests: two layers, 2 x 4 x 4 patches of 32 px clips.
+TINY_MODEL = {
+    "num_layers": 2,
+    "hidden_size": 32,
+    "ffn_size": 64,
+    "num_heads": 2,
+    "pos_embed_max_size": [2, 4, 4],
+}
+LATENT_STD = 0.05
 
 
 def tiny_random_pipeline(
@@ -31,3 +54,97 @@ def tiny_random_pipeline(
         example_prompts=["a red circle moving left", "a blue square moving up"],
     )
     return MovieGenPipeline(transformer, tae, text, info, jit=jit)
+
+
+def tiny_tae_with_motion(seed: int = 0, **config_overrides: Any) -> TemporalAutoencoder:
+    """A random tiny TAE whose temporal layers are not the identity (frames interact), as a trained one's."""
+    model = TemporalAutoencoder(TAEConfig.tiny(**config_overrides), seed=seed)
+    rng = np.random.default_rng(0)
+    for p in model.trainable_params():
+        if "temporal" in p.name and p.ndim > 1:
+            p.set_data(Tensor(p.asnumpy() + 0.05 * rng.standard_normal(p.shape).astype(np.float32)))
+    return model
+
+
+def caption_pattern(caption: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A fixed latent per caption: what a trained model can learn to predict from the text."""
+    return np.random.default_rng(zlib.crc32(caption.encode())).standard_normal(shape).astype(np.float32)
+
+
+def make_training_data(
+    root: Path, n: int = 10, num_images: int = 0, with_tae: bool = True
+) -> SimpleNamespace:
+    """Transformer-training inputs under `root`: synthetic 32 px clips of 16 frames (+ images), a latent cache
+    whose means are a fixed pattern per caption (std 0.05; images get one latent frame), a tiny-encoder text
+    cache and a tiny TAE folder (named by the latent cache unless `with_tae` is False)."""
+    synth = make_synthetic_dataset(root / "synth", n=n, seed=0, size=32, num_frames=16, num_images=num_images)
+    tae_dir = root / "tae"
+    tae = TemporalAutoencoder(TAEConfig.tiny(), seed=0)
+    tae.save_pretrained(tae_dir)
+    writer = LatentCacheWriter(
+        root / "latents",
+        scaling_factor=tae.config.scaling_factor,
+        shift_factor=tae.config.shift_factor,
+        latent_channels=16,
+        frames=16,
+        size=(32, 32),
+        tae=str(tae_dir) if with_tae else "",
+    )
+    rows = [row for path in (synth.train_manifest, synth.val_manifest) for row in load_manifest(path).rows]
+    for row in rows:
+        frames = 1 if row.video.endswith(".png") else 2
+        mean = caption_pattern(row.caption, (16, frames, 4, 4))
+        writer.write(row.video, mean, np.full_like(mean, LATENT_STD))
+    TextEmbedder.tiny(seed=0).write_cache(
+        root / "text",
+        keys=[cache_key(r.video) for r in rows],
+        prompts=[r.caption for r in rows],
+        progress=False,
+    )
+    return SimpleNamespace(
+        root=root,
+        train=str(synth.train_manifest),
+        val=str(synth.val_manifest),
+        latents=str(root / "latents"),
+        text=str(root / "text"),
+        tae=str(tae_dir),
+        scaling=tae.config.scaling_factor,
+        shift=tae.config.shift_factor,
+    )
+
+
+def transformer_train_config(inputs: SimpleNamespace, out: Path, **sections: Any) -> TransformerTrainConfig:
+    """A tiny, fast `train` config on `make_training_data` inputs; `sections` update the config dict section by
+    section (e.g. `optim={"lr": 0}`, `latent_cache=None`)."""
+    config: dict[str, Any] = {
+        "model": {"preset": "tiny", "overrides": dict(TINY_MODEL)},
+        "latent_cache": inputs.latents,
+        "text_cache": inputs.text,
+        "flow": {"text_dropout": 0.25, "val_timesteps": 2},
+        "data": {"manifest": inputs.train, "frames": 16, "size": [32, 32], "batch_size": 2},
+        "optim": {"lr": 3e-3, "warmup_steps": 2, "grad_clip": 1.0},
+        "train": {
+            "output_dir": str(out),
+            "steps": 4,
+            "seed": 3,
+            "jit": False,
+            "log_every": 100,
+            "save_every": 100,
+        },
+    }
+    for name, values in sections.items():
+        if isinstance(values, dict) and isinstance(config.get(name), dict):
+            config[name] = {**config[name], **values}
+        else:
+            config[name] = values
+    return from_dict(TransformerTrainConfig, config, "test config")
+
+
+def final_weights(run_dir: str | Path, folder: str = "transformer") -> dict[str, np.ndarray]:
+    """The exported model of a run (`<run>/<folder>/model.safetensors`)."""
+    return load_file(str(Path(run_dir) / folder / "model.safetensors"))
+
+
+def run_metrics(run_dir: str | Path) -> list[dict]:
+    """The lines of a run's metrics.jsonl."""
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]

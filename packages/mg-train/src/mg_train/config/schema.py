@@ -1,13 +1,18 @@
 """The config dataclasses of every mg-train command; each field's `help` is what `--help` prints.
 
 YAML files (bundled ones under `mg_train/configs/`, or your own) fill these through `load_config`, and any field
-can be overridden on the command line as `section.field=value`.
+can be overridden on the command line as `section.field=value`. Each command's config has a `check()` that
+rejects out-of-range values and settings that contradict each other, naming the field and the value; the CLI
+calls it before anything else runs, and every `run(cfg)` calls it first. Checks that need files or a model's
+shape (does the manifest exist, do the sizes fit the TAE) happen when a run starts, also before any work.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from mg_train.config.loader import ConfigError
 
 
 def opt(default: Any, help: str, **kwargs: Any) -> Any:
@@ -19,6 +24,20 @@ def opt(default: Any, help: str, **kwargs: Any) -> Any:
 
 def section(cls: type, help: str) -> Any:
     return field(default_factory=cls, metadata={"help": help})
+
+
+def _shown(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def need(ok: bool, key: str, value: Any, rule: str) -> None:
+    """Raise ConfigError `key=value: rule` unless `ok`."""
+    if not ok:
+        raise ConfigError(f"{key}={_shown(value)}: {rule}")
+
+
+def _in_unit(value: float | None, low_open: bool = False) -> bool:
+    return value is None or (((value > 0.0) if low_open else (value >= 0.0)) and value < 1.0)
 
 
 # -- shared sections ----------------------------------------------------------------------------------------------
@@ -45,6 +64,35 @@ class OptimConfig:
     )
     plateau_patience: int = opt(5, "validation checks without improvement before the LR is reduced")
     plateau_min_lr: float = opt(1e-6, "the plateau reduction never goes below this LR")
+
+    def check(self) -> None:
+        need(self.lr >= 0, "optim.lr", self.lr, "must be >= 0")
+        need(all(0.0 <= b < 1.0 for b in self.betas), "optim.betas", self.betas, "each must be in [0, 1)")
+        need(self.eps > 0, "optim.eps", self.eps, "must be > 0")
+        need(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "must be >= 0")
+        need(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps, "must be >= 0")
+        need(self.min_lr >= 0, "optim.min_lr", self.min_lr, "must be >= 0")
+        need(
+            self.grad_clip is None or self.grad_clip > 0,
+            "optim.grad_clip",
+            self.grad_clip,
+            "must be > 0 or null",
+        )
+        need(self.grad_accum >= 1, "optim.grad_accum", self.grad_accum, "must be >= 1")
+        need(
+            _in_unit(self.ema_decay, low_open=True),
+            "optim.ema_decay",
+            self.ema_decay,
+            "must be in (0, 1) or null",
+        )
+        need(
+            _in_unit(self.plateau_factor, low_open=True),
+            "optim.plateau_factor",
+            self.plateau_factor,
+            "must be in (0, 1) or null",
+        )
+        need(self.plateau_patience >= 0, "optim.plateau_patience", self.plateau_patience, "must be >= 0")
+        need(self.plateau_min_lr >= 0, "optim.plateau_min_lr", self.plateau_min_lr, "must be >= 0")
 
 
 @dataclass
@@ -74,6 +122,14 @@ class RunConfig:
     gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass to save memory")
     num_workers: int = opt(0, "data-loading worker processes (0: load in the training process)")
 
+    def check(self) -> None:
+        need(bool(self.output_dir), "train.output_dir", self.output_dir, "must name a folder")
+        need(self.steps >= 0, "train.steps", self.steps, "must be >= 0")
+        for key in ("log_every", "save_every", "keep_last", "val_batches", "max_nonfinite_steps"):
+            need(getattr(self, key) >= 1, f"train.{key}", getattr(self, key), "must be >= 1")
+        need(self.val_every >= 0, "train.val_every", self.val_every, "must be >= 0 (0: never)")
+        need(self.num_workers >= 0, "train.num_workers", self.num_workers, "must be >= 0")
+
 
 @dataclass
 class DataConfig:
@@ -82,7 +138,12 @@ class DataConfig:
         None, "folder the manifest's paths are relative to (default: the manifest's folder)"
     )
     val_manifest: str | None = opt(None, "CSV manifest of held-out data for validation")
-    frames: int = opt(16, "frames per training clip (1 for images)")
+    frames: int = opt(16, "frames per training clip (1 for images); also the validation clips' length")
+    durations: dict[int, int] = opt(
+        {},
+        "duration buckets: frames -> batch size per rank, e.g. {16: 8, 32: 4}; each clip trains at the longest "
+        "duration it holds, every batch comes from one bucket (empty: one bucket of `frames` x `batch_size`)",
+    )
     size: tuple[int, int] = opt((64, 64), "training resolution (height, width); multiples of 16")
     stride: int = opt(1, "frame stride of the sampled clips")
     batch_size: int = opt(4, "samples per micro-batch on each data-parallel rank")
@@ -105,6 +166,47 @@ class DataConfig:
         "window for all frames of a clip (the TAE is convolutional: a fraction of the compute per step; images "
         "train whole; evaluate at full size)",
     )
+
+    def check(self) -> None:
+        need(all(v >= 1 for v in self.size), "data.size", self.size, "height and width must be positive")
+        need(self.frames >= 1, "data.frames", self.frames, "must be at least 1 (1 = images)")
+        need(
+            all(f >= 2 and b >= 1 for f, b in self.durations.items()),
+            "data.durations",
+            self.durations,
+            "frame counts must be >= 2 (images come from image buckets) and batch sizes >= 1",
+        )
+        need(self.stride >= 1, "data.stride", self.stride, "must be at least 1")
+        need(self.batch_size >= 1, "data.batch_size", self.batch_size, "must be at least 1")
+        need(
+            self.image_batch_size is None or self.image_batch_size >= 1,
+            "data.image_batch_size",
+            self.image_batch_size,
+            "must be at least 1 (or null)",
+        )
+        need(_in_unit(self.image_ratio), "data.image_ratio", self.image_ratio, "must be in [0, 1) (or null)")
+        need(bool(self.aspect_ratios), "data.aspect_ratios", self.aspect_ratios, "needs at least one ratio")
+        need(
+            self.cache_memory_mb >= 0,
+            "data.cache_memory_mb",
+            self.cache_memory_mb,
+            "must be >= 0 (0 keeps nothing)",
+        )
+        need(
+            self.crop is None or all(c >= 1 for c in self.crop),
+            "data.crop",
+            self.crop,
+            "height and width must be positive",
+        )
+
+    def video_buckets(self) -> dict[int, int]:
+        """Frames -> batch size of the video buckets: `durations`, or `frames` x `batch_size`."""
+        return dict(sorted(self.durations.items())) if self.durations else {self.frames: self.batch_size}
+
+    def check_validation(self, run: RunConfig) -> None:
+        """`train.val_every` needs held-out data."""
+        if run.val_every > 0 and not self.val_manifest:
+            raise ConfigError(f"train.val_every={run.val_every} needs data.val_manifest (held-out data)")
 
 
 # -- TAE ------------------------------------------------------------------------------------------------------------
@@ -140,10 +242,21 @@ class TAELossConfig:
     perceptual_weight: float = opt(0.0, "weight of the per-frame LPIPS (needs lpips_weights)")
     lpips_weights: str | None = opt(None, "LPIPS VGG16 weights as safetensors (see mg-tae's README)")
     opl_weight: float = opt(
-        0.0, "weight of Movie Gen's outlier penalty (mean over latent elements) on z (0: off)"
+        0.0, "weight of Movie Gen's outlier penalty on the sampled latent z (0: off; see opl_form)"
     )
     opl_r: float = opt(3.0, "outlier penalty margin r (in standard deviations)")
+    opl_form: Literal["reference", "paper"] = opt(
+        "reference",
+        "reference: mean over latent elements of max(|z - mu| - r sigma, 0), mu/sigma per channel and latent frame "
+        "over space (mindone's code); paper: mean over positions of max(||z_ij - mean|| - r std, 0), the L2 norm "
+        "over a position's T x C values, mean/std over the sample (Movie Gen paper's formula)",
+    )
     sample_posterior: bool = opt(True, "decode z = mean + std * noise (True) or the mean")
+
+    def check(self) -> None:
+        for key in ("kl_weight", "mse_weight", "perceptual_weight", "opl_weight"):
+            need(getattr(self, key) >= 0, f"loss.{key}", getattr(self, key), "must be >= 0")
+        need(self.opl_r > 0, "loss.opl_r", self.opl_r, "must be > 0")
 
 
 @dataclass
@@ -158,6 +271,14 @@ class TAETrainConfig:
         "after training, set the TAE's shift/scaling factors to the mean and 1/std of the posterior means of this "
         "many training clips, so diffusion sees unit-variance latents (for a TAE trained from scratch; 0: keep)",
     )
+
+    def check(self) -> None:
+        for part in (self.loss, self.data, self.optim, self.train):
+            part.check()
+        self.data.check_validation(self.train)
+        need(
+            self.calibrate_latents >= 0, "calibrate_latents", self.calibrate_latents, "must be >= 0 (0: keep)"
+        )
 
 
 @dataclass
@@ -245,11 +366,52 @@ class FlowConfig:
         10, "validation loss: mean over these many fixed t = linspace(0, 1, n + 2)[1:-1], fixed noise"
     )
 
+    def check(self) -> None:
+        need(0.0 <= self.text_dropout <= 1.0, "flow.text_dropout", self.text_dropout, "must be in [0, 1]")
+        need(self.logit_std > 0, "flow.logit_std", self.logit_std, "must be > 0")
+        need(0.0 <= self.sigma_min < 1.0, "flow.sigma_min", self.sigma_min, "must be in [0, 1)")
+        need(self.val_timesteps >= 1, "flow.val_timesteps", self.val_timesteps, "must be >= 1")
+
 
 @dataclass
 class ParallelConfig:
-    sp: int = opt(1, "Ulysses sequence-parallel degree (run under msrun; heads must divide by it)")
-    zero_stage: Literal[0, 1, 2, 3] = opt(0, "ZeRO stage of the data-parallel optimizer")
+    dp: int | None = opt(None, "data-parallel degree (null: what the world size leaves after tp x cp x sp)")
+    tp: int = opt(1, "tensor-parallel degree (Megatron: attention heads and MLP split over tp ranks)")
+    cp: int = opt(1, "context-parallel degree (self-attention K/V all-gathered over cp ranks)")
+    sp: int = opt(1, "Ulysses sequence-parallel degree (heads must divide by tp x sp)")
+    zero_stage: Literal[0, 1, 2, 3] = opt(
+        0, "ZeRO stage of the optimizer (shards over each parameter's replicas)"
+    )
+    tp_sequence_parallel: bool = opt(
+        True,
+        "with tp > 1, split the activations between tensor-parallel layers along the sequence too (Megatron-SP: "
+        "1/tp of the norm/residual memory at the same communication volume)",
+    )
+
+    def check(self) -> None:
+        for axis in ("tp", "cp", "sp"):
+            need(getattr(self, axis) >= 1, f"parallel.{axis}", getattr(self, axis), "must be >= 1")
+        need(self.dp is None or self.dp >= 1, "parallel.dp", self.dp, "must be >= 1 (or null: inferred)")
+
+    def degrees(self, world_size: int) -> dict[str, int]:
+        """{dp, cp, sp, tp} for a job of `world_size` processes; raises ConfigError naming the fields and the
+        numbers when they do not multiply to it."""
+        model = self.tp * self.cp * self.sp
+        named = f"parallel.tp={self.tp} x parallel.cp={self.cp} x parallel.sp={self.sp}"
+        hint = " (launch it under msrun with that many processes)" if world_size == 1 else ""
+        if self.dp is None:
+            if world_size % model:
+                raise ConfigError(
+                    f"{named} = {model} must divide the world size; this job has {world_size} process(es){hint}"
+                )
+            dp = world_size // model
+        elif self.dp * model != world_size:
+            raise ConfigError(
+                f"parallel.dp={self.dp} x {named} = {self.dp * model} processes, but this job has {world_size}{hint}"
+            )
+        else:
+            dp = self.dp
+        return {"dp": dp, "cp": self.cp, "sp": self.sp, "tp": self.tp}
 
 
 @dataclass
@@ -279,6 +441,18 @@ class TransformerTrainConfig:
     fps: float | None = opt(
         None, "frame rate recorded in the pipeline for sampling (default: the training clips' rate)"
     )
+
+    def check(self) -> None:
+        for part in (self.flow, self.data, self.optim, self.train, self.parallel):
+            part.check()
+        self.data.check_validation(self.train)
+        need(
+            self.data.crop is None,
+            "data.crop",
+            self.data.crop,
+            "crops are for tae-train only; remove data.crop",
+        )
+        need(self.fps is None or self.fps > 0, "fps", self.fps, "must be > 0 (or null)")
 
 
 # -- sampling ---------------------------------------------------------------------------------------------------------
