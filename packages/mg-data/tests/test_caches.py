@@ -165,7 +165,8 @@ def test_latent_writer_and_store_round_trip(tmp_path):
     assert path == tmp_path / "lat" / "clips" / "a.npz" and writer.exists("clips/a.mp4")
     meta = json.loads((tmp_path / "lat" / "meta.json").read_text())
     assert meta == {"format": "mg-latents", "version": 1, "scaling_factor": 1.5305, "shift_factor": 0.0609,
-                    "latent_channels": 4, "frames": 16, "size": [64, 48], "tae": "tiny"}  # fmt: skip
+                    "latent_channels": 4, "frames": 16, "size": [64, 48], "tae": "tiny",
+                    "temporal_compression": 8, "spatial_compression": 8}  # fmt: skip
     with np.load(path) as data:  # the file holds exactly the contract's arrays
         assert sorted(data.files) == ["latent_mean", "latent_std"]
     store = LatentStore(tmp_path / "lat")
@@ -176,6 +177,19 @@ def test_latent_writer_and_store_round_trip(tmp_path):
     z = store.scale(mean)
     np.testing.assert_allclose(z, (mean - 0.0609) * 1.5305, rtol=1e-6)
     assert sorted(p.name for p in (tmp_path / "lat" / "clips").iterdir()) == ["a.npz"]  # no temp files left
+
+
+def test_latent_meta_records_the_compression_and_older_caches_read_as_the_contracts_8x(tmp_path):
+    LatentCacheWriter(tmp_path / "a", **META, temporal_compression=4, spatial_compression=16)
+    meta = LatentStore(tmp_path / "a").meta
+    assert (meta.temporal_compression, meta.spatial_compression) == (4, 16)
+    with pytest.raises(CacheError, match="existing cache was written with"):
+        LatentCacheWriter(tmp_path / "a", **META)  # another TAE's compression: refused, like other fields
+    old = {"format": "mg-latents", "version": 1, "scaling_factor": 1.0, "shift_factor": 0.0}  # before 0.6
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "meta.json").write_text(json.dumps(old))
+    meta = LatentStore(tmp_path / "b").meta
+    assert (meta.temporal_compression, meta.spatial_compression) == (8, 8)
 
 
 def test_latent_sampling_follows_the_posterior(tmp_path):
