@@ -499,9 +499,30 @@ def test_every_bundled_transformer_config_validates():
                 0.2,
             ), name
             assert (cfg.model.init_from is None) == ("stage1" in name), name
-    for stage in ("stage2_t2iv_256px", "stage3_t2iv_768px"):
+    for stage, cards in (("stage2_t2iv_256px", 16), ("stage3_t2iv_768px", 32)):
         cfg = load_config(TransformerTrainConfig, f"transformer/{stage}_30B")
-        assert (cfg.model.preset, cfg.parallel.zero_stage, cfg.parallel.sp) == ("30B", 3, 8)
+        assert (cfg.model.preset, cfg.parallel.zero_stage) == ("30B", 3)
+        assert {k: v for k, v in cfg.parallel.degrees(cards).items() if k != "dp"} == {"cp": 2, "sp": 4, "tp": 2}
+
+
+def test_every_multi_card_config_names_the_card_count_its_layout_is_for():
+    """The 5B and 30B stage configs say in a comment which card count their layout is for, and their layout
+    splits exactly that many processes."""
+    import re
+
+    from mg_train.config.loader import BUNDLED_DIR
+
+    for name in bundled_configs():
+        if not re.search(r"stage\d_.*_(5B|30B)$", name):
+            continue
+        found = re.search(r"Layout for (\d+) cards", (BUNDLED_DIR / f"{name}.yaml").read_text())
+        assert found, f"{name}: no 'Layout for N cards' comment"
+        cfg = load_config(TransformerTrainConfig, name)
+        degrees = cfg.parallel.degrees(int(found.group(1)))
+        assert degrees["dp"] >= 1, name
+
+
+def test_bundled_stage3_5b_is_576x1024():
     assert load_config(TransformerTrainConfig, "transformer/stage3_t2iv_768px_5B").data.size == (576, 1024)
 
 

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mg_parallel.testing.hosts import SimulatedHosts, run_on
+
 WORKER_SCRIPT = Path(__file__).with_name("_worker.py")
 
 
@@ -105,9 +107,10 @@ def _report(run_dir: Path, nprocs: int, headline: str, log_lines: int) -> str:
     for err in sorted(run_dir.glob("error_*.txt")):
         if not err.stem.split("_")[1].isdigit() or int(err.stem.split("_")[1]) >= nprocs:
             parts.append(f"--- {err.name}:\n{err.read_text(errors='replace')}")
-    for log in sorted((run_dir / "logs").glob("*.log")):
-        parts.append(f"--- tail of {log.name}:\n{_tail(log, log_lines)}")
-    parts.append(f"--- tail of msrun output:\n{_tail(run_dir / 'msrun.out', log_lines)}")
+    for log in sorted((run_dir / "logs").rglob("*.log")):
+        parts.append(f"--- tail of {log.relative_to(run_dir)}:\n{_tail(log, log_lines)}")
+    for out in sorted(run_dir.glob("msrun*.out")):
+        parts.append(f"--- tail of {out.name}:\n{_tail(out, log_lines)}")
     return "\n".join(parts)
 
 
@@ -123,6 +126,7 @@ def run_distributed(
     error_grace: float = 15.0,
     log_lines: int = 60,
     keep_dir: bool = False,
+    hosts: SimulatedHosts | None = None,
 ) -> list[Any]:
     """Run `target(*args, **kwargs)` on `nprocs` ranks with msrun on this machine; return the results by rank.
 
@@ -131,9 +135,15 @@ def run_distributed(
     `mg_parallel.init_parallel` right away. Results must be picklable (numpy arrays, not MindSpore tensors).
     Raises DistributedRunError with every worker's traceback and log tail when a rank raises, a rank returns
     nothing, or the run exceeds `timeout` seconds (then msrun and all workers are killed).
+
+    With `hosts` (a `SimulatedHosts` context), the job runs as a multi-node job: one msrun invocation per host
+    (`--node_rank i`, `nprocs / hosts.count` local workers each), the first host's address as master.
     """
     if nprocs < 1:
         raise ValueError(f"nprocs must be >= 1, got {nprocs}")
+    nodes = hosts.count if hosts is not None else 1
+    if nprocs % nodes:
+        raise ValueError(f"nprocs={nprocs} must divide evenly over {nodes} hosts")
     run_dir = Path(tempfile.mkdtemp(prefix="mg_dist_"))
     (run_dir / "payload.pkl").write_bytes(
         pickle.dumps({"target": target, "args": tuple(args), "kwargs": dict(kwargs or {})})
@@ -144,31 +154,41 @@ def run_distributed(
     # msrun starts workers with the literal command `python`: make it this interpreter.
     child_env["PATH"] = python_dir + os.pathsep + child_env.get("PATH", "")
     child_env.setdefault("GLOG_v", "3")
-    cmd = [
-        sys.executable,
-        "-m",
-        "mindspore.parallel.cluster.run",
-        f"--worker_num={nprocs}",
-        f"--local_worker_num={nprocs}",
-        "--master_addr=127.0.0.1",
-        f"--master_port={free_port()}",
-        f"--log_dir={run_dir / 'logs'}",
-        "--join=True",
-        f"--cluster_time_out={cluster_timeout}",
-        str(WORKER_SCRIPT),
-        str(run_dir),
-    ]
-    with open(run_dir / "msrun.out", "wb") as out:
-        proc = (
-            subprocess.Popen(  # cwd: MindSpore drops rank_*/ and *.ir debug files into the working directory
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env, start_new_session=True, cwd=run_dir
+    port = free_port()
+    procs = []
+    for node in range(nodes):
+        cmd = [
+            sys.executable,
+            "-m",
+            "mindspore.parallel.cluster.run",
+            f"--worker_num={nprocs}",
+            f"--local_worker_num={nprocs // nodes}",
+            f"--master_addr={hosts.addresses[0] if hosts is not None else '127.0.0.1'}",
+            f"--master_port={port}",
+            f"--log_dir={run_dir / 'logs'}" + (f"/node{node}" if nodes > 1 else ""),
+            "--join=True",
+            f"--cluster_time_out={cluster_timeout}",
+            *([f"--node_rank={node}"] if nodes > 1 else []),
+            str(WORKER_SCRIPT),
+            str(run_dir),
+        ]
+        name = "msrun.out" if nodes == 1 else f"msrun_node{node}.out"
+        with open(run_dir / name, "wb") as out:
+            procs.append(  # cwd: MindSpore drops rank_*/ and *.ir debug files into the working directory
+                subprocess.Popen(
+                    run_on(hosts, node, cmd),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=child_env,
+                    start_new_session=True,
+                    cwd=run_dir,
+                )
             )
-        )
     deadline = time.monotonic() + timeout
     error_seen_at = None
     failure = None
     try:
-        while proc.poll() is None:
+        while any(p.poll() is None for p in procs):
             now = time.monotonic()
             if now > deadline:
                 failure = f"distributed run of {target} on {nprocs} ranks timed out after {timeout:.0f} s"
@@ -180,15 +200,16 @@ def run_distributed(
                 break
             time.sleep(0.2)
     finally:
-        if proc.poll() is None:
-            _kill_run(proc, run_dir)
+        for p in procs:
+            if p.poll() is None:
+                _kill_run(p, run_dir)
     results: list[Any] = []
     if failure is None:
         missing = [r for r in range(nprocs) if not (run_dir / f"result_{r}.pkl").exists()]
         if any(run_dir.glob("error_*.txt")) or missing:
             failure = (
                 f"distributed run of {target} on {nprocs} ranks failed "
-                f"(msrun exit code {proc.returncode}; ranks without a result: {missing})"
+                f"(msrun exit code {[p.returncode for p in procs]}; ranks without a result: {missing})"
             )
         else:
             results = [pickle.loads((run_dir / f"result_{r}.pkl").read_bytes()) for r in range(nprocs)]
