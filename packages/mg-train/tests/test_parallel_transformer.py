@@ -104,10 +104,16 @@ def inputs(tmp_path_factory):
 
 def _launch(inputs, world: int, tag: str, hosts=None) -> tuple[Path, CaseResults]:
     root, data = inputs
-    names = [name for name, (size, _, _) in CASES.items() if size == world] if hosts is None else ["dp2_tp2_zero3"]
+    names = (
+        [name for name, (size, _, _) in CASES.items() if size == world]
+        if hosts is None
+        else ["dp2_tp2_zero3"]
+    )
     plain = {k: str(v) if isinstance(v, Path) else v for k, v in vars(data).items()}
     out = root / tag
-    results = run_distributed(f"{__file__}:suite", world, args=(plain, str(out), names), timeout=900, hosts=hosts)
+    results = run_distributed(
+        f"{__file__}:suite", world, args=(plain, str(out), names), timeout=900, hosts=hosts
+    )
     return out, CaseResults(results)
 
 
@@ -153,7 +159,9 @@ def test_the_30b_stage2_layout_on_8_ranks_equals_one_process(inputs, eight_ranks
     _assert_equal_runs(root, out / name, "base", name)
 
 
-@pytest.mark.skipif(not SimulatedHosts.available(), reason="multi-node test needs root and iproute2 (ip netns)")
+@pytest.mark.skipif(
+    not SimulatedHosts.available(), reason="multi-node test needs root and iproute2 (ip netns)"
+)
 def test_two_hosts_equal_one(inputs):
     """Two msrun invocations (one per simulated host, 2 workers each, one master address and port) train
     dp2 x tp2 ZeRO-3 to the one-process result, as 4 ranks on one node do."""

@@ -502,7 +502,11 @@ def test_every_bundled_transformer_config_validates():
     for stage, cards in (("stage2_t2iv_256px", 16), ("stage3_t2iv_768px", 32)):
         cfg = load_config(TransformerTrainConfig, f"transformer/{stage}_30B")
         assert (cfg.model.preset, cfg.parallel.zero_stage) == ("30B", 3)
-        assert {k: v for k, v in cfg.parallel.degrees(cards).items() if k != "dp"} == {"cp": 2, "sp": 4, "tp": 2}
+        assert {k: v for k, v in cfg.parallel.degrees(cards).items() if k != "dp"} == {
+            "cp": 2,
+            "sp": 4,
+            "tp": 2,
+        }
 
 
 def test_every_multi_card_config_names_the_card_count_its_layout_is_for():
