@@ -12,13 +12,16 @@ exports; the loop owns everything else, the same for every model and every rank 
 - checkpoints every `train.save_every` steps, at the end, and when a stop is requested;
 - stop requests (SIGTERM, Ctrl-C) agreed across ranks every step, so every rank checkpoints the same step and
   raises `TrainingStopped` (the CLI exits 130: run the same command again to resume);
-- progress lines and metrics.jsonl on rank 0; the final export on rank 0 while the others wait for it.
+- progress lines and metrics.jsonl on rank 0; the final export on rank 0 while the others wait for it;
+- failures: a rank that raises says so (naming itself) before exiting non-zero, and every step, validation,
+  save and export runs under a deadline (`train.step_timeout`) that ends a rank stuck in a collective.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +42,7 @@ from mg_train.ema import EMA
 from mg_train.loader import BatchLoader
 from mg_train.optim import OptimizerStep, add_grads, build_optimizer
 from mg_train.progress import Progress
-from mg_train.runtime import StopRequest
+from mg_train.runtime import StepDeadline, StopRequest
 from mg_train.train_state import (
     ema_full_state,
     resolve_resume,
@@ -166,11 +169,14 @@ def train(task: TrainingTask, ctx: mp.ParallelContext) -> None:
     batches: Iterator[dict[str, np.ndarray]] = iter(task.loader)
     step, saved_at, checkpoint = start, (start if resume_from is not None else -1), None
     stopped_by = None
+    deadline = StepDeadline(run.step_timeout, f"{task.name} rank {ctx.rank_id}")
     try:
         with StopRequest() as stop:
             if validating and start == 0:  # the untrained model: the baseline of the validation curve
+                deadline.arm("validation")
                 validate(0)
             while step < run.steps:
+                deadline.arm(f"step {step + 1}")
                 grad_sum, loss_sum, aux_sums, info = None, None, [], {}
                 for micro in range(optim.grad_accum):
                     inputs = task.inputs(next(batches), step, micro)
@@ -200,15 +206,22 @@ def train(task: TrainingTask, ctx: mp.ParallelContext) -> None:
                 )
                 stepper.check_nonfinite(run.max_nonfinite_steps)  # raises before anything is saved
                 if validating and step % run.val_every == 0:
+                    deadline.arm(f"validation at step {step}")
                     validate(step)
                 requested = stop_everywhere(bool(stop), ctx)
                 if step % run.save_every == 0 or step == run.steps or requested:
+                    deadline.arm(f"checkpoint of step {step}")
                     checkpoint, saved_at = save(step), step
                 if requested:
                     stopped_by = stop.signal_name or "a stop request on another rank"
                     break
             if saved_at != step:  # nothing left to train (e.g. resumed at the end): the final state
+                deadline.arm(f"checkpoint of step {step}")
                 checkpoint = save(step)
+    except Exception as exc:
+        deadline.disarm()
+        report_failure(task.name, ctx, step, exc)
+        raise
     finally:
         progress.close()
     if stopped_by is not None:
@@ -220,13 +233,31 @@ def train(task: TrainingTask, ctx: mp.ParallelContext) -> None:
             progress.log(message)
         raise TrainingStopped(message, step, checkpoint)
 
-    arrays = mp.gather_full_state(task.model, ctx)  # every rank takes part in the gathers
-    if ema is not None:
-        arrays.update(ema_full_state(ema, ctx))
-    if leader:
-        written = task.export(arrays, out)
-        progress.log(f"{task.name}: final {'EMA ' if ema is not None else ''}weights written to {written}")
-    barrier(ctx)  # the other ranks return once the export is complete
+    try:
+        deadline.arm("export")
+        arrays = mp.gather_full_state(task.model, ctx)  # every rank takes part in the gathers
+        if ema is not None:
+            arrays.update(ema_full_state(ema, ctx))
+        if leader:
+            written = task.export(arrays, out)
+            progress.log(
+                f"{task.name}: final {'EMA ' if ema is not None else ''}weights written to {written}"
+            )
+        barrier(ctx)  # the other ranks return once the export is complete
+    except Exception as exc:
+        report_failure(task.name, ctx, step, exc)
+        raise
+    finally:
+        deadline.disarm()
+
+
+def report_failure(name: str, ctx: mp.ParallelContext, step: int, exc: BaseException) -> None:
+    """One line that names this rank, for the job's log: under msrun the other ranks are stopped by msrun
+    (same node) or by MindSpore's node heartbeat timeout (MS_NODE_TIMEOUT, other nodes)."""
+    where = f"rank {ctx.rank_id} of {ctx.world_size}" if ctx.world_size > 1 else "the process"
+    print(
+        f"{name}: {where} failed after step {step}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True
+    )
 
 
 def stop_everywhere(local: bool, ctx: mp.ParallelContext) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import signal
+import sys
 from types import FrameType
 
 import mindspore as ms
@@ -74,3 +76,25 @@ class StopRequest:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+class StepDeadline:
+    """A per-phase deadline that does not need the Python interpreter to fire: `faulthandler`'s C watchdog
+    thread prints every thread's traceback and exits the process with status 1 when `arm()` is not renewed
+    within `seconds`. A rank blocked in a collective whose peer hangs (or that holds the GIL in C++) still
+    exits, so msrun and the other ranks end too. `seconds=0` turns it off."""
+
+    def __init__(self, seconds: float, label: str):
+        self.seconds, self.label = float(seconds), label
+        self.armed = False
+
+    def arm(self, phase: str) -> None:
+        if self.seconds <= 0:
+            return
+        faulthandler.dump_traceback_later(self.seconds, repeat=False, file=sys.stderr, exit=True)
+        self.armed, self.phase = True, phase
+
+    def disarm(self) -> None:
+        if self.armed:
+            faulthandler.cancel_dump_traceback_later()
+            self.armed = False

@@ -119,6 +119,12 @@ class RunConfig:
         "auto", "auto = bf16 on Ascend, fp32 elsewhere (bf16 matmul has no CPU kernel)"
     )
     max_nonfinite_steps: int = opt(5, "consecutive NaN/inf steps (skipped) before the run stops")
+    step_timeout: float = opt(
+        1800.0,
+        "seconds a rank may go without finishing a step (or a validation, save or export) before it prints "
+        "where every thread stands and exits 1: a hung collective never hangs the job (0: off); the first step "
+        "includes graph compilation",
+    )
     gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass to save memory")
     num_workers: int = opt(0, "data-loading worker processes (0: load in the training process)")
 
@@ -129,6 +135,7 @@ class RunConfig:
             need(getattr(self, key) >= 1, f"train.{key}", getattr(self, key), "must be >= 1")
         need(self.val_every >= 0, "train.val_every", self.val_every, "must be >= 0 (0: never)")
         need(self.num_workers >= 0, "train.num_workers", self.num_workers, "must be >= 0")
+        need(self.step_timeout >= 0, "train.step_timeout", self.step_timeout, "must be >= 0 (0: off)")
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Runnable examples: `python -m mg_parallel.examples.mlp` (under msrun for several ranks)."""

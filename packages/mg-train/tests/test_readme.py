@@ -1,0 +1,43 @@
+"""The README's command chain (synthetic data -> TAE -> evaluation -> caches -> transformer -> samples) and its
+msrun command run exactly as written, in a fresh folder, and leave what they promise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mg_testing.readme import check_all_blocks_run, run_block, shell_blocks
+from mg_train.testing import run_metrics
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _block(starting: str):
+    found = [b for b in shell_blocks(README) if b.commands and b.commands[0].startswith(starting)]
+    assert len(found) == 1, f"expected one block starting with {starting!r} in {README}"
+    return found[0]
+
+
+def test_every_chain_and_launch_command_is_run_here():
+    runs = lambda block: any(c.startswith(("mg-data", "msrun")) for c in block.commands)  # noqa: E731
+    check_all_blocks_run(README, [_block("mg-data synth"), _block("msrun")], about=runs)
+
+
+@pytest.mark.multiprocess
+def test_the_command_chain_and_the_msrun_command_as_written(tmp_path):
+    run_block(_block("mg-data synth"), tmp_path)
+    assert (tmp_path / "runs/tae/tae/model.safetensors").is_file()  # a run folder keeps its final TAE in tae/
+    metrics = json.loads((tmp_path / "runs/tae_eval/metrics.json").read_text())
+    assert metrics["psnr"] > 0 and len(metrics["per_video"]) > 0
+    assert (tmp_path / "cache/latents/meta.json").is_file() and (tmp_path / "cache/text/meta.json").is_file()
+    assert [m["step"] for m in run_metrics(tmp_path / "runs/cpu_debug") if "loss" in m] == [1, 2, 3, 4]
+    assert (tmp_path / "runs/cpu_debug/pipeline/pipeline.json").is_file()
+    assert list((tmp_path / "samples").glob("*.mp4"))
+
+    run_block(_block("msrun"), tmp_path)
+    rows = [m for m in run_metrics(tmp_path / "runs/cpu_debug_sp2") if "loss" in m]
+    assert [m["step"] for m in rows] == [1, 2, 3, 4]
+    assert (tmp_path / "runs/cpu_debug_sp2/transformer/model.safetensors").is_file()
+    assert "world 2 = dp 1 x cp 1 x sp 2 x tp 1" in (tmp_path / "runs/msrun_logs/worker_0.log").read_text()
