@@ -229,6 +229,26 @@ def test_resume_with_other_data_fails_clearly():
         wider.load_state_dict(state)
 
 
+def test_a_state_resumes_on_another_rank_count_with_the_same_global_batch():
+    """One process with batches of 2/4/8 and two ranks with 1/2/4 form the same epochs: a state saved by either
+    continues on the other, and the two ranks' slices make up the single process's batches."""
+    ids = _ids([13, 9, 4, 6, 17])
+    halved = BucketConfig([Bucket(b.height, b.width, b.num_frames, b.batch_size // 2) for b in CONFIG.buckets])
+    single = BucketBatchSampler(ids, CONFIG, seed=4, warn=False)
+    for _ in range(3):
+        next(iter(single))
+    state = single.state_dict()
+    ranks = [BucketBatchSampler(ids, halved, seed=4, rank=r, world_size=2, warn=False) for r in range(2)]
+    for sampler in ranks:
+        sampler.load_state_dict(state)
+    rest = _epoch(single)
+    shards = [_epoch(sampler) for sampler in ranks]
+    assert rest and [a + b for a, b in zip(*shards, strict=True)] == rest
+    back = BucketBatchSampler(ids, CONFIG, seed=4, warn=False)
+    back.load_state_dict(ranks[0].state_dict())  # and the other way round
+    assert back.epoch == ranks[0].epoch and back.position == ranks[0].position
+
+
 def test_image_ratio_is_exact():
     ids = _ids([40, 0, 0, 0, 24])  # 20 video batches of 2, 3 image batches of 8
     for ratio, expected_images in ((0.5, 20), (0.2, 5), (0.0, 0)):

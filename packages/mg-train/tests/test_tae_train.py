@@ -22,6 +22,7 @@ import mg_parallel as mp
 from mg_data import make_synthetic_dataset
 from mg_tae import LPIPS, TAEConfig, TemporalAutoencoder, outlier_penalty_loss
 from mg_train import tae_train
+from mg_train.checkpoint import load_checkpoint
 from mg_train.config.loader import ConfigError, load_config
 from mg_train.config.schema import TAETrainConfig
 from mg_train.loader import BatchLoader
@@ -61,7 +62,7 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 
 def _checkpoint_weights(run_dir: Path, step: int) -> dict[str, np.ndarray]:
-    return load_file(str(run_dir / "checkpoints" / f"step_{step:08d}" / "model.safetensors"))
+    return load_checkpoint(run_dir / "checkpoints" / f"step_{step:08d}")[0]["model"]
 
 
 # A run with every piece of state a resume must restore: warmup schedule, EMA, gradient accumulation, sampled

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
 
 from mg_data import load_manifest
 from mg_data.caches import cache_key
 from mg_tae import TAEConfig, TemporalAutoencoder
 from mg_train import draws
+from mg_train.checkpoint import load_checkpoint
 from mg_train.config.loader import ConfigError, bundled_configs, load_config, to_dict
 from mg_train.config.schema import TransformerTrainConfig
 from mg_train.testing import TINY_MODEL, final_weights, run_metrics
@@ -334,7 +334,7 @@ def test_repeated_nonfinite_steps_stop_the_run_without_saving_them(data, tmp_pat
         "step_00000001"
     ]  # the skipped first step changed nothing; the second raised before saving
     assert not (tmp_path / "run" / "transformer").exists()
-    kept = load_file(str(tmp_path / "run" / "checkpoints" / "step_00000001" / "model.safetensors"))
+    kept = load_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000001")[0]["model"]
     initial = weights_at_init()
     for name, value in kept.items():
         np.testing.assert_array_equal(value, initial[name], err_msg=name)
@@ -538,3 +538,36 @@ def test_preset_config_takes_the_text_and_latent_widths(data, tmp_path):
         config.out_channels,
     ) == (8, 8)
     check_inputs(cfg)  # the fixture's config itself is fine
+
+
+def test_export_writes_the_checkpoint_model_as_a_model_folder(ema_run, tmp_path):
+    """`mg-train export` rebuilds the model folder from the last checkpoint: EMA weights by default (equal to the
+    run's own transformer/), the trained weights with weights=raw; the folder loads with from_pretrained."""
+    from mg_train.cli import main
+    from mg_transformer import MovieGenTransformer
+
+    assert main(["export", f"checkpoint={ema_run}", f"output_dir={tmp_path / 'ema'}"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                f"checkpoint={ema_run / 'checkpoints'}/step_00000002",
+                f"output_dir={tmp_path / 'raw'}",
+                "weights=raw",
+            ]
+        )
+        == 0
+    )
+    exported, run_weights = weights(tmp_path, "ema"), weights(ema_run)
+    assert exported.keys() == run_weights.keys()
+    for name in run_weights:
+        np.testing.assert_array_equal(exported[name], run_weights[name], err_msg=name)
+    raw = load_checkpoint(ema_run / "checkpoints" / "step_00000002")[0]["model"]
+    for name, value in weights(tmp_path, "raw").items():
+        np.testing.assert_array_equal(value, raw[name], err_msg=name)
+    model = MovieGenTransformer.from_pretrained(tmp_path / "raw")
+    assert (
+        model.config.to_dict()
+        == TransformerConfig.from_json(ema_run / "transformer" / "config.json").to_dict()
+    )
+    assert main(["export", f"checkpoint={tmp_path / 'nothing'}", f"output_dir={tmp_path / 'x'}"]) == 2

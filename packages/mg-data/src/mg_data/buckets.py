@@ -485,12 +485,12 @@ class BucketBatchSampler:
 
     @property
     def fingerprint(self) -> str:
-        """Hash of everything that shapes an epoch: bucket ids, batch sizes, world size, ratio, flags."""
+        """Hash of everything that shapes an epoch: bucket ids, global batch sizes (per-rank batch x world size:
+        8 ranks of 2 and 4 ranks of 4 form the same epochs, so a run may resume on another rank count), ratio,
+        flags."""
         digest = hashlib.sha1(self.bucket_ids.tobytes())
-        layout = [(b.batch_size, b.num_frames) for b in self.config.buckets]
-        digest.update(
-            repr((layout, self.world_size, self.image_ratio, self.shuffle, self.drop_last)).encode()
-        )
+        layout = [(b.batch_size * self.world_size, b.num_frames) for b in self.config.buckets]
+        digest.update(repr((layout, self.image_ratio, self.shuffle, self.drop_last)).encode())
         return digest.hexdigest()[:16]
 
     def state_dict(self, consumed: int | None = None) -> dict:

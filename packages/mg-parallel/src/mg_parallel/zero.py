@@ -410,6 +410,11 @@ class ZeroOptimizer(nn.Cell):
             entries.append(match if match is not None else (q.name, q, None))
         return entries
 
+    def state_tensors(self) -> list[tuple[str, Parameter, Parameter | None]]:
+        """This rank's optimizer state: (key, state tensor, parameter whose layout it has, or None for scalars
+        such as step counters); keys are `<state>.<parameter name>` as in `optimizer_state_dict`."""
+        return self._state_entries()
+
     def optimizer_state_dict(self) -> dict[str, np.ndarray]:
         """Full optimizer state as `{"<state>.<param name>": array of the parameter's full shape, ...}` plus
         scalars (step counters, learning rate) by their own names. All ranks must call it (collectives)."""

@@ -62,6 +62,11 @@ COMMANDS: dict[str, tuple[type, str, str]] = {
         "mg_train.transformer_train:run",
         "train the transformer (any stage)",
     ),
+    "export": (
+        schema.ExportConfig,
+        "mg_train.export:run",
+        "write a checkpoint's model (any parallel layout) as a model folder, one tensor at a time",
+    ),
     "sample": (schema.SampleConfig, "mg_train.sampling:run", "generate videos or images from prompts"),
 }
 

@@ -43,12 +43,7 @@ from mg_train.loader import BatchLoader
 from mg_train.optim import OptimizerStep, add_grads, build_optimizer
 from mg_train.progress import Progress
 from mg_train.runtime import StepDeadline, StopRequest
-from mg_train.train_state import (
-    ema_full_state,
-    resolve_resume,
-    restore_training_checkpoint,
-    save_training_checkpoint,
-)
+from mg_train.train_state import resolve_resume, restore_training_checkpoint, save_training_checkpoint
 
 __all__ = ["StepInputs", "TrainingStopped", "TrainingTask", "compile_fn", "train"]
 
@@ -95,8 +90,13 @@ class TrainingTask(Protocol):
     def describe(self) -> list[str]:
         """Lines printed when the run starts: the model, the data, the layout."""
 
-    def export(self, arrays: dict[str, np.ndarray], out: Path) -> Path:
-        """Write the final model from its full weights (EMA weights when EMA is on); rank 0 only."""
+    def model_info(self) -> dict[str, Any]:
+        """{"kind": ..., "config": {...}}: recorded in every checkpoint's manifest, so `mg-train export` can
+        write the model from the checkpoint alone."""
+
+    def export(self, checkpoint: Path, out: Path) -> Path:
+        """Write the final model from the final checkpoint (EMA weights when EMA is on); rank 0 only, reading
+        one tensor at a time (`train_state.full_weights`)."""
 
 
 def compile_fn(fn: Callable, jit: bool) -> Callable:
@@ -154,7 +154,7 @@ def train(task: TrainingTask, ctx: mp.ParallelContext) -> None:
 
     def save(step: int) -> Path | None:
         state = {"sampler": task.loader.state_dict(), "seed": run.seed}
-        return save_training_checkpoint(manager, step, task.model, stepper, ctx, state)
+        return save_training_checkpoint(manager, step, task.model, stepper, ctx, state, task.model_info())
 
     def validate(step: int) -> None:
         metrics = task.validate()
@@ -167,7 +167,7 @@ def train(task: TrainingTask, ctx: mp.ParallelContext) -> None:
 
     validating = run.val_every > 0
     batches: Iterator[dict[str, np.ndarray]] = iter(task.loader)
-    step, saved_at, checkpoint = start, (start if resume_from is not None else -1), None
+    step, saved_at, checkpoint = start, (start if resume_from is not None else -1), resume_from
     stopped_by = None
     deadline = StepDeadline(run.step_timeout, f"{task.name} rank {ctx.rank_id}")
     try:
@@ -235,11 +235,8 @@ def train(task: TrainingTask, ctx: mp.ParallelContext) -> None:
 
     try:
         deadline.arm("export")
-        arrays = mp.gather_full_state(task.model, ctx)  # every rank takes part in the gathers
-        if ema is not None:
-            arrays.update(ema_full_state(ema, ctx))
-        if leader:
-            written = task.export(arrays, out)
+        if leader:  # from the final checkpoint's pieces, one tensor at a time: no rank gathers the model
+            written = task.export(checkpoint, out)
             progress.log(
                 f"{task.name}: final {'EMA ' if ema is not None else ''}weights written to {written}"
             )

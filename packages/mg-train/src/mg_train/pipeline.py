@@ -74,6 +74,22 @@ def text_embedder_from_spec(spec: dict[str, Any], base: Path | None = None) -> T
     return TextEmbedder(encoders, seed=spec.get("seed", 0), max_lengths=spec.get("max_lengths") or None)
 
 
+def write_pipeline_folder(
+    path: str | os.PathLike, transformer_dir: str | os.PathLike, tae: TemporalAutoencoder, info: PipelineInfo
+) -> Path:
+    """A pipeline folder from an exported transformer folder (its files copied, not loaded: a large model is
+    never built in memory), a TAE and the pipeline's info; the folder replaces an older one in one step. The text
+    encoders are only named (`info.text`): `MovieGenPipeline.from_pretrained` loads and checks them."""
+    path = Path(path)
+    with atomic_dir(path, replaces=("transformer", "tae", PIPELINE_FILE, TEXT_ENCODERS_DIR)) as tmp:
+        shutil.copytree(transformer_dir, tmp / "transformer")
+        tae.save_pretrained(tmp / "tae")
+        data = asdict(info)
+        data["size"] = list(info.size)
+        (tmp / PIPELINE_FILE).write_text(json.dumps(data, indent=1))
+    return path
+
+
 def bundle_text_encoders(path: str | os.PathLike) -> list[str]:
     """Copy the text-encoder folders a pipeline refers to into `<pipeline>/text_encoders/<name>` and point
     pipeline.json at them, so the folder samples wherever it is moved. Meant for small encoders (the quickstart's

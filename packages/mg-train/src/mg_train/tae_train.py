@@ -39,12 +39,14 @@ from mg_data import (
 from mg_tae import LPIPS, TAEConfig, TemporalAutoencoder, kl_loss, l1_loss, outlier_penalty_loss
 from mg_tae.metrics import psnr_per_frame
 from mg_train import engine, paths
+from mg_train.checkpoint import Checkpoint
 from mg_train.config.loader import ConfigError
 from mg_train.config.schema import DataConfig, TAEModelConfig, TAETrainConfig
 from mg_train.draws import rank_slice, step_rng
 from mg_train.engine import StepInputs
 from mg_train.loader import BatchLoader
 from mg_train.runtime import apply_precision, resolve_precision
+from mg_train.train_state import full_weights
 
 # Streams of `step_rng`: independent draws for the posterior noise and the image/video choice.
 NOISE_STREAM = 0
@@ -385,8 +387,16 @@ class TAETask:
             )
         return lines
 
-    def export(self, arrays: dict[str, np.ndarray], out: Path) -> Path:
+    def model_info(self) -> dict:
+        return {"kind": "tae", "config": self.tae_config.to_dict()}
+
+    def export(self, checkpoint: Path, out: Path) -> Path:
         """`<out>/tae`: the final weights, with latent factors calibrated on training clips if asked."""
+        specs, read, close = full_weights(Checkpoint.open(checkpoint))
+        try:
+            arrays = {name: read(name) for name, _ in specs}  # a TAE is small: whole in memory is fine
+        finally:
+            close()
         model = TemporalAutoencoder(self.tae_config)
         model.load_state_dict(arrays, strict=True, source="final weights")
         cfg = self.config

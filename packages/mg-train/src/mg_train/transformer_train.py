@@ -23,7 +23,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import mindspore as ms
 import numpy as np
@@ -31,17 +30,19 @@ from mindspore import Tensor
 
 import mg_parallel as mp
 from mg_data import BucketBatchSampler, BucketConfig, VideoDataset, collate
+from mg_data.atomic import atomic_dir
 from mg_data.caches import LatentStore
 from mg_parallel.groups import init_distributed
-from mg_tae import TemporalAutoencoder
 from mg_train import engine, paths
+from mg_train.checkpoint import Checkpoint
 from mg_train.config.loader import ConfigError
 from mg_train.config.schema import DataConfig, TransformerTrainConfig
 from mg_train.draws import rank_slice, step_rng
 from mg_train.engine import StepInputs
+from mg_train.export import MODEL_FILES, write_model_files
 from mg_train.loader import BatchLoader
 from mg_train.parallel_plan import check_layout, parallelize_transformer
-from mg_train.pipeline import MovieGenPipeline, PipelineInfo
+from mg_train.pipeline import PipelineInfo, write_pipeline_folder
 from mg_train.runtime import apply_precision, resolve_precision
 from mg_train.sources import LatentSource, TextSource
 from mg_transformer import (
@@ -51,7 +52,6 @@ from mg_transformer import (
     rectified_flow_loss,
     sample_timesteps,
 )
-from mg_transformer.pretrained import load_state_dict
 
 VAL_STREAM = 7919  # seeds the fixed validation noise apart from the training draws
 EXAMPLE_PROMPTS = 8  # training captions recorded in pipeline.json
@@ -317,21 +317,6 @@ def build_transformer(cfg: TransformerTrainConfig, config: TransformerConfig) ->
     return MovieGenTransformer(config)
 
 
-def export_model(config: TransformerConfig, arrays: dict[str, np.ndarray]) -> MovieGenTransformer:
-    """A plain (unparallelised) model holding `arrays`, for saving."""
-    model = MovieGenTransformer(config)
-    load_state_dict(model, arrays, strict=True, source="final weights")
-    return model
-
-
-def write_pipeline(
-    path: Path, transformer: MovieGenTransformer, tae: TemporalAutoencoder, info: PipelineInfo
-):
-    """`MovieGenPipeline.save_pretrained` without loading the text encoders (only their spec is written; real
-    encoders can be many GB). The folder loads with `MovieGenPipeline.from_pretrained`, which checks them."""
-    MovieGenPipeline.save_pretrained(SimpleNamespace(transformer=transformer, tae=tae, info=info), path)
-
-
 def pipeline_fps(cfg: TransformerTrainConfig, seen: Sequence[float], dataset: VideoDataset) -> float:
     """Frame rate for the pipeline: `cfg.fps`, else the trained clips' (median), else the manifest's, else 16."""
     if cfg.fps:
@@ -479,11 +464,16 @@ class TransformerTask:
             self.loader.sampler.report(),
         ]
 
-    def export(self, arrays: dict[str, np.ndarray], out: Path) -> Path:
-        """`transformer/` and, when the TAE and the text encoders are known, `pipeline/`."""
+    def model_info(self) -> dict:
+        return {"kind": "transformer", "config": self.model_config.to_dict()}
+
+    def export(self, checkpoint: Path, out: Path) -> Path:
+        """`transformer/` and, when the TAE and the text encoders are known, `pipeline/`; the weights are
+        streamed from the checkpoint one tensor at a time (no full model is built)."""
         cfg = self.config
-        final = export_model(self.model_config, arrays)
-        final.save_pretrained(out / paths.TRANSFORMER_DIR)
+        opened = Checkpoint.open(checkpoint)
+        with atomic_dir(out / paths.TRANSFORMER_DIR, replaces=MODEL_FILES) as tmp:
+            write_model_files(tmp, opened)
         if self.latents.tae is None or self.text.spec is None:
             missing = "the TAE" if self.latents.tae is None else "the text encoders"
             print(
@@ -504,7 +494,7 @@ class TransformerTask:
             text=self.text.spec,
             example_prompts=captions,
         )
-        write_pipeline(out / paths.PIPELINE_DIR, final, self.latents.tae, info)
+        write_pipeline_folder(out / paths.PIPELINE_DIR, out / paths.TRANSFORMER_DIR, self.latents.tae, info)
         return out
 
 

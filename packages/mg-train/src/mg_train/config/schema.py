@@ -462,6 +462,24 @@ class TransformerTrainConfig:
         need(self.fps is None or self.fps > 0, "fps", self.fps, "must be > 0 (or null)")
 
 
+# -- export ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str = opt(
+        "", "checkpoint folder (checkpoints/step_*) or run directory (its latest checkpoint)"
+    )
+    output_dir: str = opt("", "model folder to write (config.json + model.safetensors)")
+    weights: Literal["ema", "raw"] = opt(
+        "ema", "ema: the EMA weights when the checkpoint has them; raw: the trained ones"
+    )
+
+    def check(self) -> None:
+        need(bool(self.checkpoint), "checkpoint", self.checkpoint, "name a checkpoint or run directory")
+        need(bool(self.output_dir), "output_dir", self.output_dir, "name the model folder to write")
+
+
 # -- sampling ---------------------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,74 @@
+"""`mg-train export`: a training checkpoint (any layout) -> a model folder (`config.json` + `model.safetensors`)
+that `from_pretrained`, `mg-train sample` and the demo read.
+
+The weights are streamed one tensor at a time: each is rebuilt from the ranks' pieces and written before the next
+is read, so exporting a 30B model needs the memory of its largest tensor, not of the model. With EMA in the
+checkpoint the EMA weights are exported (`weights="raw"` exports the trained weights instead). The model's kind
+and config come from the checkpoint's manifest (recorded by the task that trained it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from mg_data.atomic import atomic_dir
+from mg_parallel.safetensors_io import TensorSpec, write_safetensors
+from mg_train import paths
+from mg_train.checkpoint import Checkpoint, CheckpointManager
+from mg_train.config.loader import ConfigError
+from mg_train.train_state import full_weights
+
+MODEL_FILES = ("config.json", "model.safetensors")
+SAFETENSORS_FORMAT = {
+    "tae": "mg-tae",
+    "transformer": "np",
+}  # the metadata each package's save_pretrained writes
+
+
+def write_model_files(
+    folder: Path, checkpoint: Checkpoint, weights: Literal["ema", "raw"] = "ema"
+) -> dict[str, Any]:
+    """Write `config.json` and `model.safetensors` of the checkpoint's model into an existing `folder`."""
+    info = checkpoint.manifest.get("model") or {}
+    if not info.get("config"):
+        raise ValueError(
+            f"{checkpoint.path}: the manifest records no model config (a checkpoint of mg-train 0.4?); export "
+            "it by resuming the run for zero steps with mg-train 0.5 first"
+        )
+    specs, read, close = full_weights(checkpoint, ema=weights == "ema")
+    try:
+        tensors = [TensorSpec(name, spec.full_shape, np.dtype(spec.dtype)) for name, spec in specs]
+        metadata = {"format": SAFETENSORS_FORMAT.get(info.get("kind"), "np")}
+        write_safetensors(folder / "model.safetensors", tensors, read, metadata=metadata)
+    finally:
+        close()
+    (folder / "config.json").write_text(json.dumps(info["config"], indent=2) + "\n")
+    return info
+
+
+def export_model(checkpoint: str | Path, output: str | Path, weights: Literal["ema", "raw"] = "ema") -> Path:
+    """Write the model of `checkpoint` (a checkpoint folder or a run directory: its latest) to `output`."""
+    path = Path(checkpoint)
+    if not (path / "state.json").is_file():
+        latest = CheckpointManager(path / paths.CHECKPOINTS).latest() if path.is_dir() else None
+        if latest is None:
+            raise ConfigError(
+                f"checkpoint={checkpoint}: not a checkpoint or a run directory with checkpoints"
+            )
+        path = latest
+    opened = Checkpoint.open(path)
+    with atomic_dir(output, replaces=MODEL_FILES) as tmp:
+        write_model_files(tmp, opened, weights)
+    return Path(output)
+
+
+def run(cfg) -> Path:
+    """The `mg-train export` command."""
+    cfg.check()
+    out = export_model(cfg.checkpoint, cfg.output_dir, cfg.weights)
+    print(f"export: wrote {out}/config.json and model.safetensors", flush=True)
+    return out
