@@ -233,7 +233,9 @@ def test_a_state_resumes_on_another_rank_count_with_the_same_global_batch():
     """One process with batches of 2/4/8 and two ranks with 1/2/4 form the same epochs: a state saved by either
     continues on the other, and the two ranks' slices make up the single process's batches."""
     ids = _ids([13, 9, 4, 6, 17])
-    halved = BucketConfig([Bucket(b.height, b.width, b.num_frames, b.batch_size // 2) for b in CONFIG.buckets])
+    halved = BucketConfig(
+        [Bucket(b.height, b.width, b.num_frames, b.batch_size // 2) for b in CONFIG.buckets]
+    )
     single = BucketBatchSampler(ids, CONFIG, seed=4, warn=False)
     for _ in range(3):
         next(iter(single))

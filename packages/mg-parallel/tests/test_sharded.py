@@ -32,7 +32,8 @@ def _save(tmp_path, layout: ParallelLayout, full: dict[str, np.ndarray]) -> dict
     parts = {}
     for rank in range(layout.size):
         entries = [
-            (key, spec, lambda k=key, s=spec, r=rank: s.cut(full[k], layout, r)) for key, spec in SPECS.items()
+            (key, spec, lambda k=key, s=spec, r=rank: s.cut(full[k], layout, r))
+            for key, spec in SPECS.items()
         ]
         path = tmp_path / f"rank_{rank}.safetensors"
         info = write_part(path, entries, layout, rank)
