@@ -25,6 +25,8 @@ SPECS = {
     "zero": ShardSpec((7, 3), "float32", flat_axes=("dp", "cp", "sp")),
     "tp": ShardSpec((4, 10), "float32", tensor_dim=0, tensor_axes=("tp",)),
     "tp_zero": ShardSpec((6, 10), "float32", tensor_dim=1, tensor_axes=("tp",), flat_axes=("dp", "cp", "sp")),
+    "tp0_zero": ShardSpec((8, 3), "float32", tensor_dim=0, tensor_axes=("tp",), flat_axes=("dp", "cp", "sp")),
+    "vector_zero": ShardSpec((5,), "float32", flat_axes=("dp", "cp", "sp")),
 }
 
 
@@ -90,3 +92,21 @@ def test_streamed_safetensors_read_back_with_the_library_and_refuse_wrong_arrays
     with pytest.raises(ValueError, match=r"a: got float32 \(3, 2\), the header says float32 \(2, 3\)"):
         write_safetensors(tmp_path / "y.safetensors", specs, lambda n: arrays[n].T.copy())
     assert not (tmp_path / "y.safetensors").exists()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_pieces_read_from_a_file_of_full_tensors_equal_the_cut(tmp_path, layout):
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    from mg_parallel.sharded import read_piece
+
+    rng = np.random.default_rng(1)
+    full = {key: rng.standard_normal(spec.full_shape).astype(np.float32) for key, spec in SPECS.items()}
+    save_file(full, str(tmp_path / "full.safetensors"))
+    with safe_open(str(tmp_path / "full.safetensors"), framework="np") as handle:
+        for key, spec in SPECS.items():
+            for rank in range(layout.size):
+                np.testing.assert_array_equal(
+                    read_piece(handle, key, spec, layout, rank), spec.cut(full[key], layout, rank)
+                )

@@ -344,3 +344,27 @@ def test_init_is_deterministic_given_a_seed():
     again.init_weights(seed=7)
     np.testing.assert_array_equal(weights(model), weights(again))
     assert not np.array_equal(weights(model), first)
+
+
+def test_a_lazy_model_holds_no_weights_and_gives_the_initial_values_one_at_a_time():
+    """`lazy` builds the model without materialising its parameters (for parallel layouts that cut them
+    first); `initial_values` yields exactly what `init_weights` writes for the same seed."""
+    from pathlib import Path
+
+    def rss_mb() -> float:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS:"))
+        return int(line.split()[1]) / 1024
+
+    big = tiny(num_layers=8, hidden_size=512, ffn_size=1408, num_heads=8)  # ~25M parameters: 100 MB of fp32
+    before = rss_mb()
+    lazy = MovieGenTransformer.lazy(big)
+    assert rss_mb() - before < 30
+    assert sum(p.size for p in lazy.get_parameters()) > 20e6
+    config = tiny()
+    eager = MovieGenTransformer(config)
+    eager.init_weights(seed=7)
+    values = dict(MovieGenTransformer.lazy(config).initial_values(seed=7))
+    params = dict(eager.parameters_and_names())
+    assert values.keys() == params.keys()
+    for name, value in values.items():
+        np.testing.assert_array_equal(value, params[name].asnumpy(), err_msg=name)

@@ -129,6 +129,35 @@ class ShardSpec:
         return np.ascontiguousarray(piece)
 
 
+def read_piece(handle: Any, name: str, spec: ShardSpec, layout: ParallelLayout, rank: int) -> np.ndarray:
+    """The piece `rank` holds of tensor `name` of an open safetensors file of full tensors (`safe_open`),
+    reading only the rows it needs: the tensor-parallel slice, and for a ZeRO chunk the rows that cover it."""
+    tensor_index, flat_index = spec.indices(layout, rank)
+    full = handle.get_slice(name)
+    index = [slice(None)] * len(spec.full_shape)
+    offset = 0  # first-dim offset of this tensor-parallel slice in the full tensor
+    if spec.tensor_dim is not None:
+        size = spec.full_shape[spec.tensor_dim] // spec.tensor_parts(layout)
+        index[spec.tensor_dim] = slice(tensor_index * size, (tensor_index + 1) * size)
+        offset = tensor_index * size if spec.tensor_dim == 0 else 0
+    dtype = np.dtype(spec.dtype)
+    if not spec.flat_axes:
+        return np.ascontiguousarray(full[tuple(index)]).astype(dtype, copy=False)
+    local = spec.local_shape(layout)
+    numel = math.prod(local)
+    chunk = -(-numel // spec.flat_parts(layout))
+    start, stop = flat_index * chunk, min(numel, (flat_index + 1) * chunk)
+    out = np.zeros(chunk, dtype)
+    if start >= stop:
+        return out
+    row = math.prod(local[1:]) if len(local) > 1 else 1
+    first, last = start // row, -(-stop // row)
+    index[0] = slice(offset + first, offset + last) if len(local) > 0 else index[0]
+    rows = np.ascontiguousarray(full[tuple(index)] if local else full[()]).reshape(-1)
+    out[: stop - start] = rows[start - first * row : stop - first * row]
+    return out
+
+
 def _index(coords: Mapping[str, int], axes: Sequence[str], layout: ParallelLayout) -> int:
     index = 0
     for axis in (a for a in AXES if a in axes):  # row-major in canonical order, as groups are

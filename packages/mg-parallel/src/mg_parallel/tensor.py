@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import mindspore as ms
-import numpy as np
 from mindspore import Parameter, mint, nn
+from mindspore.common.initializer import Zero, initializer
 
 from mg_parallel.checkpoint import TENSOR_SHARD_ATTR, TensorShard, tensor_chunk
 from mg_parallel.comm import Impl
@@ -53,8 +53,18 @@ def _linear_parts(cell: nn.Cell, path: str) -> tuple[Parameter, Parameter | None
     )
 
 
-def _sharded_param(value: np.ndarray, like: Parameter, dim: int, axes: tuple[str, ...]) -> Parameter:
-    param = Parameter(ms.Tensor(value), name=like.name, requires_grad=like.requires_grad)
+def _sharded_param(
+    like: Parameter, dim: int, axes: tuple[str, ...], group_size: int, index: int
+) -> Parameter:
+    """Chunk `index` of `like` along `dim`; an unmaterialised `like` (created under `no_init_parameters`) gives
+    an unmaterialised chunk, whose values the caller writes later (sharded initialisation)."""
+    if like.has_init:
+        shape = list(like.shape)
+        shape[dim] //= group_size
+        value = initializer(Zero(), tuple(shape), like.dtype)
+    else:
+        value = ms.Tensor(tensor_chunk(like.asnumpy(), dim, group_size, index))
+    param = Parameter(value, name=like.name, requires_grad=like.requires_grad)
     setattr(param, TENSOR_SHARD_ATTR, TensorShard(dim=dim, axes=axes, full_shape=tuple(like.shape)))
     set_replica_axes(param, [a for a in AXES if a not in axes])
     return param
@@ -165,10 +175,10 @@ class ColwiseParallel(ParallelStyle):
             raise ValueError(
                 f"{path}: ColwiseParallel needs out_features {out_features} divisible by the degree {group.size}"
             )
-        w = _sharded_param(tensor_chunk(weight.asnumpy(), 0, group.size, group.rank), weight, 0, self.axes)
+        w = _sharded_param(weight, 0, self.axes, group.size, group.rank)
         b = None
         if bias is not None:
-            b = _sharded_param(tensor_chunk(bias.asnumpy(), 0, group.size, group.rank), bias, 0, self.axes)
+            b = _sharded_param(bias, 0, self.axes, group.size, group.rank)
         return ColumnParallelLinear(
             w, b, group, self.gather_output, self.sequence_parallel, self.seq_dim, activation, self.impl
         )
@@ -206,10 +216,14 @@ class RowwiseParallel(ParallelStyle):
             raise ValueError(
                 f"{path}: RowwiseParallel needs in_features {in_features} divisible by the degree {group.size}"
             )
-        w = _sharded_param(tensor_chunk(weight.asnumpy(), 1, group.size, group.rank), weight, 1, self.axes)
+        w = _sharded_param(weight, 1, self.axes, group.size, group.rank)
         b = None
         if bias is not None:
-            b = Parameter(ms.Tensor(bias.asnumpy().copy()), name=bias.name, requires_grad=bias.requires_grad)
+            b = Parameter(
+                bias if bias.has_init else ms.Tensor(bias.asnumpy().copy()),
+                name=bias.name,
+                requires_grad=bias.requires_grad,
+            )
         return RowParallelLinear(
             w, b, group, self.input_is_parallel, self.sequence_parallel, self.seq_dim, activation, self.impl
         )

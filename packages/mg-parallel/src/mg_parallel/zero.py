@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, mint, nn, ops
+from mindspore.common.initializer import Zero, initializer
 
 from mg_parallel.checkpoint import (
     FLAT_SHARD_ATTR,
@@ -110,11 +111,11 @@ def shard_parameters_zero3(
         group = ctx.group(replica_axes(p))
         if group.size == 1:
             continue
-        shard = Parameter(
-            ms.Tensor(flat_chunk(p.asnumpy(), group.size, group.rank)),
-            name=p.name,
-            requires_grad=p.requires_grad,
-        )
+        if p.has_init:  # unmaterialised (no_init_parameters): the chunk too; its values are written later
+            value = initializer(Zero(), (-(-int(math.prod(p.shape)) // group.size),), p.dtype)
+        else:
+            value = ms.Tensor(flat_chunk(p.asnumpy(), group.size, group.rank))
+        shard = Parameter(value, name=p.name, requires_grad=p.requires_grad)
         _copy_layout(p, shard)
         setattr(shard, FLAT_SHARD_ATTR, FlatShard(axes=replica_axes(p), shape=tuple(p.shape)))
         set_replica_axes(shard, ())  # every rank holds a different chunk: nothing to average or broadcast

@@ -80,6 +80,10 @@ class TrainingTask(Protocol):
     def loss(self, *args: Any) -> Tensor | tuple[Tensor, ...]:
         """The objective for `inputs(...).args`; extra outputs after the first are logged as `aux_names`."""
 
+    def initialize(self) -> None:
+        """Write the initial weights into the model, after it is cut for the layout (a fresh run; a resumed
+        one reads them from its checkpoint): a model built lazily holds no full tensor before this."""
+
     def inputs(self, batch: dict[str, np.ndarray], step: int, micro: int) -> StepInputs:
         """The loss's arguments for one micro-batch of optimizer step `step` (random draws from `draws`)."""
 
@@ -125,6 +129,9 @@ def train(task: TrainingTask, ctx: mp.ParallelContext) -> None:
     resume_from = resolve_resume(run.resume, manager)
 
     zero, optimizer = build_optimizer(task.model, optim, ctx, zero_stage=task.zero_stage)
+    if resume_from is None:  # after every cut (TP, ZeRO-3): each rank writes only its own pieces
+        task.initialize()
+        zero.sync_shards_from_model()
     ema = EMA(zero.params, optim.ema_decay, jit=run.jit) if optim.ema_decay else None
     stepper = OptimizerStep(zero, optimizer, optim, run.steps, ctx, ema)
     grad_step = compile_fn(

@@ -351,6 +351,9 @@ class TAETask:
         apply_precision(self.model, resolve_precision(cfg.train.precision))
         self.loss = make_objective(self.model, cfg.loss, self.lpips)
 
+    def initialize(self) -> None:
+        """Nothing to do: the TAE is built with its values (seeded, or the pretrained folder's)."""
+
     def inputs(self, batch: dict, step: int, micro: int) -> StepInputs:
         cfg = self.config
         x, noise = micro_batch(

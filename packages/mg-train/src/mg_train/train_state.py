@@ -142,9 +142,13 @@ def restore_training_checkpoint(
             )
         with checkpoint.reader(group) as reader:
             for key, spec, _, tensor in entries:
-                piece = reader.local(key, spec, ctx.layout, ctx.rank_id)
-                ops.assign(tensor, Tensor(piece.reshape(tensor.shape), tensor.dtype))  # in place: compiled
-                # updates (EMA, AdamW) keep the buffers they were built with
+                piece = Tensor(
+                    reader.local(key, spec, ctx.layout, ctx.rank_id).reshape(tensor.shape), tensor.dtype
+                )
+                if tensor.has_init:  # built lazily, never materialised: this is its first value
+                    tensor.set_data(piece)
+                else:
+                    ops.assign(tensor, piece)  # in place: compiled updates (EMA, AdamW) keep their buffers
     stepper.zero.sync_shards_from_model()
     stepper.load_state_dict(checkpoint.state.get("optimizer_step", {}))
     return checkpoint.state

@@ -20,19 +20,20 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import mindspore as ms
 import numpy as np
-from mindspore import Tensor
+from mindspore import Parameter, Tensor
 
 import mg_parallel as mp
 from mg_data import BucketBatchSampler, BucketConfig, VideoDataset, collate
 from mg_data.atomic import atomic_dir
 from mg_data.caches import LatentStore
 from mg_parallel.groups import init_distributed
+from mg_parallel.sharded import ShardSpec, read_piece
 from mg_train import engine, paths
 from mg_train.checkpoint import Checkpoint
 from mg_train.config.loader import ConfigError
@@ -52,6 +53,7 @@ from mg_transformer import (
     rectified_flow_loss,
     sample_timesteps,
 )
+from mg_transformer.pretrained import POSITION_TABLES, WEIGHTS_NAME, resize_position_table
 
 VAL_STREAM = 7919  # seeds the fixed validation noise apart from the training draws
 EXAMPLE_PROMPTS = 8  # training captions recorded in pipeline.json
@@ -308,13 +310,42 @@ def captions_of(dataset: VideoDataset, indices: np.ndarray) -> list[str]:
     return [dataset.row(int(i)).caption or "" for i in indices]
 
 
-def build_transformer(cfg: TransformerTrainConfig, config: TransformerConfig) -> MovieGenTransformer:
-    """A fresh model (seeded init) or the `init_from` model with its position tables resized to `config`."""
-    ms.set_seed(cfg.train.seed)  # MovieGenTransformer initialises from MindSpore's global seed
-    if cfg.model.init_from:
-        source = paths.resolve_model_dir(cfg.model.init_from, "transformer")
-        return MovieGenTransformer.from_pretrained(source, **dict(cfg.model.overrides))
-    return MovieGenTransformer(config)
+def initial_pieces(
+    cfg: TransformerTrainConfig,
+    config: TransformerConfig,
+    params: dict[str, Parameter],
+    ctx: mp.ParallelContext,
+) -> Iterator[tuple[Parameter, np.ndarray]]:
+    """(parameter, this rank's piece of its initial value), one parameter at a time: from the seed (the values
+    one process initialises with that seed) or from the `init_from` model's safetensors, read slice by slice
+    (position tables whole: they are resized to `config`). No rank holds more than one full tensor."""
+    if not cfg.model.init_from:
+        for name, full in MovieGenTransformer.lazy(config).initial_values(cfg.train.seed):
+            yield params[name], ShardSpec.of(params[name]).cut(full, ctx.layout, ctx.rank_id)
+        return
+    from safetensors import safe_open
+
+    source = paths.resolve_model_dir(cfg.model.init_from, "transformer") / WEIGHTS_NAME
+    with safe_open(str(source), framework="np") as handle:
+        stored = set(handle.keys())
+        missing, unexpected = sorted(set(params) - stored), sorted(stored - set(params))
+        if missing or unexpected:
+            raise TrainConfigError(
+                f"model.init_from: {source} does not fit the model: missing {missing[:10]}, unexpected "
+                f"{unexpected[:10]}"
+            )
+        for name, param in params.items():
+            spec = ShardSpec.of(param)
+            shape = tuple(handle.get_slice(name).get_shape())
+            if name in POSITION_TABLES and shape != spec.full_shape:
+                full = resize_position_table(handle.get_tensor(name), spec.full_shape[0])
+                yield param, spec.cut(full.astype(np.float32), ctx.layout, ctx.rank_id)
+            elif shape != spec.full_shape:
+                raise TrainConfigError(
+                    f"model.init_from: {source}: {name} has shape {shape}, the model expects {spec.full_shape}"
+                )
+            else:
+                yield param, read_piece(handle, name, spec, ctx.layout, ctx.rank_id)
 
 
 def pipeline_fps(cfg: TransformerTrainConfig, seen: Sequence[float], dataset: VideoDataset) -> float:
@@ -425,7 +456,8 @@ class TransformerTask:
         keys = [self.latents.key, *self.text.batch_keys(), "index", "fps"]
         self.loader = BatchLoader(self.dataset, sampler, keys, num_workers=cfg.train.num_workers)
 
-        self.model = build_transformer(cfg, self.model_config)
+        ms.set_seed(cfg.train.seed)
+        self.model = MovieGenTransformer.lazy(self.model_config)  # no memory yet: `initialize` writes pieces
         self.model.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
         parallelize_transformer(self.model, ctx, tp_seq)
         self.precision = resolve_precision(cfg.train.precision)
@@ -439,6 +471,12 @@ class TransformerTask:
                 cfg, ctx, val_data, self.text, self.latents, engine.compile_fn(eval_loss, cfg.train.jit)
             )
         self.fps_seen: list[float] = []
+
+    def initialize(self) -> None:
+        """Write this rank's pieces of the initial weights (after every parallel cut, ZeRO-3 included)."""
+        params = {p.name: p for p in self.model.get_parameters()}
+        for param, piece in initial_pieces(self.config, self.model_config, params, self.ctx):
+            param.set_data(Tensor(np.ascontiguousarray(piece).reshape(param.shape), param.dtype))
 
     def inputs(self, batch: dict, step: int, micro: int) -> StepInputs:
         self.fps_seen.extend(float(v) for v in batch["fps"] if v > 0)

@@ -10,6 +10,7 @@ which parallel wrappers may replace; the token sequence runs through the `blocks
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import mindspore as ms
@@ -170,7 +171,7 @@ class MovieGenTransformer(nn.Cell):
     Returns the velocity (B, out_channels, T, H, W), pointing from noise towards data (see rectified_flow).
     """
 
-    def __init__(self, config: TransformerConfig):
+    def __init__(self, config: TransformerConfig, init: bool = True):
         super().__init__()
         config.validate()
         self.config = config
@@ -201,12 +202,31 @@ class MovieGenTransformer(nn.Cell):
         )
         pt, ph, pw = config.patch_size
         self.proj_out = mint.nn.Linear(hidden, config.out_channels * pt * ph * pw, bias=False)
-        self.init_weights()
+        if (
+            init
+        ):  # False: leave the values to the caller (e.g. `lazy()` + `initial_values`, one piece per rank)
+            self.init_weights()
+
+    @classmethod
+    def lazy(cls, config: TransformerConfig) -> MovieGenTransformer:
+        """The model with unmaterialised parameters (shapes only, no memory): for parallel setups that cut
+        the parameters first and then write each rank's pieces of `initial_values` (sharded initialisation)."""
+        from mindspore.nn.utils import no_init_parameters
+
+        with no_init_parameters():
+            return cls(config, init=False)
 
     def init_weights(self, seed: int | None = None) -> None:
         """Reference init: linears and position tables N(0, init_std); modulation tables N(0, 1/hidden);
         the shared adaLN projection and the output projection zero (so the model starts as a zero velocity).
         Deterministic given `seed`, or MindSpore's global seed (`mindspore.set_seed`) when `seed` is None."""
+        params = dict(self.parameters_and_names())
+        for name, value in self.initial_values(seed):
+            params[name].set_data(Tensor(value))
+
+    def initial_values(self, seed: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """(name, full value) of every parameter, one at a time in `parameters_and_names` order: what
+        `init_weights` writes. Computed from the names and shapes alone, so a lazy model gives the values too."""
         rng = np.random.default_rng(ms.get_seed() if seed is None else seed)
         std = self.config.init_std
         hidden = self.hidden_size
@@ -221,7 +241,7 @@ class MovieGenTransformer(nn.Cell):
                 value = np.zeros(shape)
             else:
                 value = rng.standard_normal(shape) * std
-            param.set_data(Tensor(value.astype(np.float32)))
+            yield name, value.astype(np.float32)
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block's activations in the backward pass instead of storing them.
