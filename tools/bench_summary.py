@@ -102,6 +102,12 @@ REGISTRY = (
         "transformer train-step FLOP/s vs the 2048^3 matmul rate; graph vs PyNative; oneDNN AVX2 vs default",
     ),
     Benchmark(
+        "mg-train/bench_loop_memory",
+        "packages/mg-train/benchmarks/bench_loop_memory.py",
+        ("--layers", "2", "--hidden", "256", "--ffn", "704", "--heads", "4", "--steps", "2"),
+        "peak host memory of mg-train's training loop vs a plain value_and_grad + AdamWeightDecay loop",
+    ),
+    Benchmark(
         "mg-train/bench_train_step",
         "packages/mg-train/benchmarks/bench_train_step.py",
         ("--repeats", "2", "--only", "tiny,quickstart"),

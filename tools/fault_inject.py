@@ -46,14 +46,14 @@ def install(at: str, step: int, fault: str) -> None:
     if at == "checkpoint":
         from mg_train import checkpoint
 
-        original = checkpoint.CheckpointManager.save
+        original = checkpoint.CheckpointManager.partial
 
-        def save(self, current_step, arrays, state):
+        def partial(self, current_step):  # every rank asks for the step's folder before writing its pieces
             if current_step == step:
                 _fire(fault, f"the checkpoint of step {step}")
-            return original(self, current_step, arrays, state)
+            return original(self, current_step)
 
-        checkpoint.CheckpointManager.save = save
+        checkpoint.CheckpointManager.partial = partial
     elif at == "step":
         from mg_train import progress
 
