@@ -2,9 +2,9 @@
 with validation and EMA: every exported parameter within 1e-5 and the losses, gradient norms and validation
 losses within 1e-5 relative, for the layouts of the Movie Gen plan (real processes, CPU, mccl):
 
-- 4 ranks, one launch: dp2 x tp2 with ZeRO-3; tp2 x cp2 (gradient checkpointing on); dp2 x sp2 with ZeRO-2;
-  cp2 x sp2 (gradient checkpointing on); dp4 with ZeRO-1; cp2 x sp2 with the position embedding added in every
-  block (against a one-process run of that model);
+- 4 ranks, one launch: dp2 x tp2 with ZeRO-3 and with ZeRO-2; tp2 x cp2 (gradient checkpointing on); dp2 x sp2
+  with ZeRO-2; cp2 x sp2 (gradient checkpointing on); dp4 with ZeRO-1; cp2 x sp2 with the position embedding
+  added in every block (against a one-process run of that model);
 - 8 ranks: the shipped 30B stage-2 layout (tp2 x cp2 x sp4, ZeRO-3) scaled to 8 ranks as tp2 x cp2 x sp2
   with ZeRO-3 and gradient checkpointing;
 - 2 simulated hosts of 2 ranks each (network namespaces; one msrun per host, `--node_rank`): dp2 x tp2 with
@@ -36,6 +36,7 @@ CASES = {
     "dp2_tp2_zero3": (4, "base", {"parallel": {"tp": 2, "zero_stage": 3}}),
     "tp2_cp2_ckpt": (4, "base", {"parallel": {"tp": 2, "cp": 2}, "train": {"gradient_checkpointing": True}}),
     "dp2_sp2_zero2": (4, "base", {"parallel": {"sp": 2, "zero_stage": 2}}),
+    "dp2_tp2_zero2": (4, "base", {"parallel": {"tp": 2, "zero_stage": 2}}),
     "cp2_sp2_ckpt": (4, "base", {"parallel": {"cp": 2, "sp": 2}, "train": {"gradient_checkpointing": True}}),
     "dp4_zero1": (4, "base", {"parallel": {"zero_stage": 1}}),
     "cp2_sp2_pos_every": (4, "pos_every", {"parallel": {"cp": 2, "sp": 2}}),
