@@ -28,6 +28,59 @@ Impl = Literal["auto", "native", "emulated"]
 _OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast")
 
 
+class Traffic:
+    """Bytes this process hands to each kind of collective (the input tensor's bytes per call, forward and
+    backward), counted at the logical op: an emulated all-gather is one all-gather, not the all-reduce inside.
+    Counts in PyNative (a `mindspore.jit` graph runs its collectives without calling back into Python); the
+    planner (`mg_parallel.planner`) predicts these numbers. Use `with traffic.counting(): ...`."""
+
+    def __init__(self) -> None:
+        self.bytes: dict[str, int] = dict.fromkeys(_OPS, 0)
+        self.calls: dict[str, int] = dict.fromkeys(_OPS, 0)
+        self.enabled = False
+        self._depth = 0
+
+    def reset(self) -> None:
+        self.bytes = dict.fromkeys(_OPS, 0)
+        self.calls = dict.fromkeys(_OPS, 0)
+
+    def counting(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def scope():
+            self.reset()
+            self.enabled = True
+            try:
+                yield self
+            finally:
+                self.enabled = False
+
+        return scope()
+
+
+traffic = Traffic()
+
+
+class _Counted(nn.Cell):
+    """A collective implementation whose calls (in PyNative) are added to `traffic` under `OP`, once: the
+    collectives an emulation uses inside are not counted again."""
+
+    OP = ""
+
+    def __call__(self, *args, **kwargs):
+        if not traffic.enabled or getattr(self, "trivial", False) or traffic._depth:
+            return super().__call__(*args, **kwargs)
+        x = args[0][0] if isinstance(args[0], (tuple, list)) else args[0]
+        traffic.bytes[self.OP] += int(x.nbytes)
+        traffic.calls[self.OP] += 1
+        traffic._depth += 1
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            traffic._depth -= 1
+
+
 def device_target() -> str:
     return ms.get_context("device_target")
 
@@ -83,9 +136,11 @@ def _cpu_moves_natively(dtype) -> bool:
     return dtype == ms.float32 or dtype == ms.float16 or dtype == ms.int32
 
 
-class _AllReduceSum(nn.Cell):
+class _AllReduceSum(_Counted):
     """AllReduce(sum) for every dtype: mccl on CPU only sums float32/float16, so other dtypes are carried
     exactly in float32 (bfloat16 widened; integers and bools as 16-bit pieces, exact for up to 256 ranks)."""
+
+    OP = "all_reduce"
 
     def __init__(self, group: Group):
         super().__init__()
@@ -124,7 +179,9 @@ class _AllReduceSum(nn.Cell):
         return total.astype(dtype)
 
 
-class _AllGatherImpl(nn.Cell):
+class _AllGatherImpl(_Counted):
+    OP = "all_gather"
+
     def __init__(self, group: Group, dim: int, native: bool):
         super().__init__()
         self.n, self.r, self.dim, self.native = group.size, group.rank, dim, native
@@ -154,9 +211,11 @@ class _AllGatherImpl(nn.Cell):
         return self.sum(ops.cat(pieces, dim))
 
 
-class _ReduceScatterImpl(nn.Cell):
+class _ReduceScatterImpl(_Counted):
     """`length` (optional) is the input size along `dim` when known up front: then no shape is read at run
     time, which keeps graphs static where MindSpore infers the shape of a native collective's output late."""
+
+    OP = "reduce_scatter"
 
     def __init__(self, group: Group, dim: int, native: bool, length: int | None = None):
         super().__init__()
@@ -187,7 +246,9 @@ class _ReduceScatterImpl(nn.Cell):
         return mint.narrow(self.sum(x), dim, self.r * chunk, chunk)
 
 
-class _AllToAllImpl(nn.Cell):
+class _AllToAllImpl(_Counted):
+    OP = "all_to_all"
+
     def __init__(self, group: Group, split_dim: int, concat_dim: int, native: bool):
         super().__init__()
         if split_dim < 0 or concat_dim < 0:
@@ -224,7 +285,9 @@ class _AllToAllImpl(nn.Cell):
         return ops.cat(pieces, self.concat_dim)
 
 
-class _BroadcastImpl(nn.Cell):
+class _BroadcastImpl(_Counted):
+    OP = "broadcast"
+
     def __init__(self, group: Group, root: int, native: bool):
         super().__init__()
         if not 0 <= root < group.size:
