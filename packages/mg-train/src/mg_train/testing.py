@@ -148,3 +148,44 @@ def final_weights(run_dir: str | Path, folder: str = "transformer") -> dict[str,
 def run_metrics(run_dir: str | Path) -> list[dict]:
     """The lines of a run's metrics.jsonl."""
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def measure_step(cfg: TransformerTrainConfig, step: int = 2) -> dict[str, Any]:
+    """Run `transformer_train.run(cfg)` (PyNative: `train.jit` false) and return what optimizer step `step`
+    sent and what the optimizer holds, on this rank: `{"bytes": {op: n}, "calls": {op: n}, "state": {...}}`,
+    the traffic as `mg_parallel.comm.traffic` counts it between the progress updates of steps `step - 1` and
+    `step`, the state as `ZeroOptimizer.memory_report` counts it. What the planner (`mg_train.planning`)
+    predicts is checked against this."""
+    from mg_parallel.comm import traffic
+    from mg_train import engine
+    from mg_train.progress import Progress
+    from mg_train.transformer_train import run
+
+    if cfg.train.jit:
+        raise ValueError("measure_step counts collectives in PyNative: set train.jit false")
+    window: dict[str, Any] = {}
+    built: dict[str, Any] = {}
+    update, build = Progress.update, engine.build_optimizer
+
+    def counting_update(self, at, **metrics):
+        update(self, at, **metrics)
+        if "loss" in metrics and at == step - 1:
+            traffic.reset()
+            traffic.enabled = True
+        if "loss" in metrics and at == step:
+            traffic.enabled = False
+            window.update(bytes=dict(traffic.bytes), calls=dict(traffic.calls))
+
+    def recording_build(*args, **kwargs):
+        built["zero"], optimizer = build(*args, **kwargs)
+        return built["zero"], optimizer
+
+    Progress.update, engine.build_optimizer = counting_update, recording_build
+    try:
+        run(cfg)
+    finally:
+        Progress.update, engine.build_optimizer = update, build
+        traffic.enabled = False
+    if not window:
+        raise ValueError(f"the run ended before step {step}: set train.steps >= {step}")
+    return {**window, "state": built["zero"].memory_report()}
