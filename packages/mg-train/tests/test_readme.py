@@ -21,8 +21,31 @@ def _block(starting: str):
 
 
 def test_every_chain_and_launch_command_is_run_here():
-    runs = lambda block: any(c.startswith(("mg-data", "msrun")) for c in block.commands)  # noqa: E731
-    check_all_blocks_run(README, [_block("mg-data synth"), _block("msrun")], about=runs)
+    runs = lambda block: any(c.startswith(("mg-data", "msrun", "mg-train plan")) for c in block.commands)  # noqa: E731
+    check_all_blocks_run(
+        README, [_block("mg-data synth"), _block("msrun"), _block("mg-train plan")], about=runs
+    )
+
+
+def test_the_plan_commands_as_written(tmp_path):
+    """The reference's two runs fit 64 GB cards, with the step times the README's table states."""
+    done = run_block(_block("mg-train plan"), tmp_path)
+    assert len(done) == 3
+    outputs = [d.stdout for d in done]
+    rows = {}
+    for out in outputs:
+        mine = next(line for line in out.splitlines() if line.endswith("<- the config's layout"))
+        rows[mine.split(",")[0]] = mine.split()
+    table = README.read_text()
+    for layout, memory, seconds in (("dp8", "43.4", "0.77"), ("sp8", "32.7", "4.58")):
+        cells = rows[layout]
+        assert "yes" in cells, cells
+        assert f"| {memory} GiB | {seconds} |" in table
+        total, step = cells[cells.index("yes") - 1], cells[-6]
+        assert (total, step) == (memory, seconds), (layout, cells)
+    assert "cp2 x sp4 x tp2" in outputs[2] and " yes " in next(
+        line for line in outputs[2].splitlines() if line.endswith("<- the config's layout")
+    )
 
 
 @pytest.mark.multiprocess

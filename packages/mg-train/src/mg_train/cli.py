@@ -68,6 +68,21 @@ COMMANDS: dict[str, tuple[type, str, str]] = {
         "write a checkpoint's model (any parallel layout) as a model folder, one tensor at a time",
     ),
     "sample": (schema.SampleConfig, "mg_train.sampling:run", "generate videos or images from prompts"),
+    "plan": (
+        schema.PlanConfig,
+        "mg_train.plan:run",
+        "which parallel layouts of a training config fit a cluster: memory, FLOPs, traffic, step time",
+    ),
+}
+
+# Short flags of `mg-train plan` for the cluster (`--cards 8` is `--cluster.cards 8`).
+PLAN_FLAGS = {
+    "--cards": "cluster.cards",
+    "--card-memory": "cluster.card_memory",
+    "--card-tflops": "cluster.card_tflops",
+    "--cards-per-node": "cluster.cards_per_node",
+    "--link-bandwidth": "cluster.link_bandwidth",
+    "--node-bandwidth": "cluster.node_bandwidth",
 }
 
 
@@ -136,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=3e-4"
         )
+        if name == "plan":
+            sub.add_argument(
+                "--cluster", dest="cluster_file", default=None, help="YAML file of cluster.* fields"
+            )
+            for flag, key in PLAN_FLAGS.items():
+                sub.add_argument(
+                    flag, dest=f"field:{key}", default=argparse.SUPPRESS, metavar="VALUE", help=key
+                )
         for key, tp, default, help_text in leaf_fields(cls):
             sub.add_argument(
                 f"--{key}",
@@ -158,6 +181,9 @@ def parse_config(command: str, args: argparse.Namespace) -> Any:
     if args.config:
         path = resolve_config_path(args.config)
         data, origin = read_yaml_tree(path), str(path)
+    if getattr(args, "cluster_file", None):  # mg-train plan --cluster FILE: its fields, under the overrides
+        cluster = read_yaml_tree(resolve_config_path(args.cluster_file))
+        data = deep_merge(data, {"cluster": cluster.get("cluster", cluster)})
     data = apply_overrides(data, args.overrides)
     types = {key: tp for key, tp, _, _ in leaf_fields(cls)}
     for dest, raw in vars(args).items():

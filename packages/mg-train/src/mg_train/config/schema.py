@@ -462,6 +462,79 @@ class TransformerTrainConfig:
         need(self.fps is None or self.fps > 0, "fps", self.fps, "must be > 0 (or null)")
 
 
+@dataclass
+class ClusterConfig:
+    cards: int = opt(8, "cards (ranks) of the job")
+    card_memory: str = opt("64GB", "memory per card, e.g. 64GB, 32GiB, 65536MB")
+    card_tflops: float = opt(
+        313.0,
+        "peak dense TFLOP/s of a card at the compute precision (assumed: Ascend 910B, fp16/bf16 ~313)",
+    )
+    cards_per_node: int = opt(8, "cards per node (groups spanning nodes use node_bandwidth)")
+    link_bandwidth: float = opt(56.0, "GB/s a card reaches in a collective inside a node (assumed: HCCS)")
+    node_bandwidth: float = opt(
+        25.0, "GB/s a card reaches in a collective across nodes (assumed: 200 Gb/s RoCE)"
+    )
+    reserve: float = opt(
+        0.1, "share of a card's memory kept for the framework, kernels' workspace, fragments"
+    )
+
+    def memory_bytes(self) -> float:
+        text = self.card_memory.strip().upper().replace(" ", "")
+        units = {"TIB": 2**40, "GIB": 2**30, "MIB": 2**20, "TB": 1e12, "GB": 1e9, "MB": 1e6}
+        for unit, factor in units.items():
+            if text.endswith(unit):
+                try:
+                    return float(text[: -len(unit)]) * factor
+                except ValueError:
+                    break
+        raise ConfigError(
+            f"cluster.card_memory={self.card_memory!r}: expected a number with a unit, e.g. 64GB or 32GiB"
+        )
+
+    def check(self) -> None:
+        need(self.cards >= 1, "cluster.cards", self.cards, "must be >= 1")
+        need(self.memory_bytes() > 0, "cluster.card_memory", self.card_memory, "must be > 0")
+        for key in ("card_tflops", "link_bandwidth", "node_bandwidth"):
+            need(getattr(self, key) > 0, f"cluster.{key}", getattr(self, key), "must be > 0")
+        need(self.cards_per_node >= 1, "cluster.cards_per_node", self.cards_per_node, "must be >= 1")
+        need(0 <= self.reserve < 1, "cluster.reserve", self.reserve, "must be in [0, 1)")
+
+
+@dataclass
+class PlanOptions:
+    state: Literal["fp32", "bf16"] = opt(
+        "fp32",
+        "model state: fp32 = mg-train's fp32 weights, gradients and AdamW moments (bf16 compute on Ascend); "
+        "bf16 = everything in bf16, as the reference implementation trains",
+    )
+    activations: Literal["bf16", "fp32"] = opt("bf16", "activation precision (bf16 on Ascend, fp32 on CPU)")
+    stages: list[int] = opt([0, 1, 2, 3], "ZeRO stages to consider")
+    recompute: list[bool] = opt([False, True], "gradient checkpointing settings to consider")
+    tp_sequence_parallel: bool = opt(True, "the sequence-parallel variant of tensor parallelism")
+    compression: tuple[int, int] = opt((8, 8), "the TAE's (temporal, spatial) compression")
+    top: int = opt(10, "layouts to print (the fastest that fit, then the closest that do not)")
+
+    def check(self) -> None:
+        need(all(s in (0, 1, 2, 3) for s in self.stages) and self.stages, "plan.stages", self.stages, "0-3")
+        need(bool(self.recompute), "plan.recompute", self.recompute, "needs at least one setting")
+        need(all(c >= 1 for c in self.compression), "plan.compression", self.compression, "must be >= 1")
+        need(self.top >= 1, "plan.top", self.top, "must be >= 1")
+
+
+@dataclass
+class PlanConfig(TransformerTrainConfig):
+    """A training config plus the cluster to plan it for; only the model, data shapes, text lengths, optimizer
+    (EMA, gradient accumulation) and parallel options are read."""
+
+    cluster: ClusterConfig = section(ClusterConfig, "the cards and links to plan for")
+    plan: PlanOptions = section(PlanOptions, "what the planner considers")
+
+    def check(self) -> None:
+        for part in (self.data, self.optim, self.parallel, self.cluster, self.plan):
+            part.check()
+
+
 # -- export ---------------------------------------------------------------------------------------------------------
 
 
