@@ -72,6 +72,12 @@ REGISTRY = (
         "bytes per rank held by ZeRO stages 0-3 on N ranks vs one rank (msrun)",
     ),
     Benchmark(
+        "mg-parallel/zero_backward_peak",
+        "packages/mg-parallel/benchmarks/zero_backward_peak.py",
+        ("--dim", "256", "--hidden", "1024", "--depth", "4", "--ranks", "1", "2"),
+        "per-rank peak during forward + backward under ZeRO stages 0/2/3 on N ranks vs one rank (msrun)",
+    ),
+    Benchmark(
         "mg-tae/bench_cpu",
         "packages/mg-tae/benchmarks/bench_cpu.py",
         ("--quick",),
@@ -106,6 +112,12 @@ REGISTRY = (
         "packages/mg-train/benchmarks/bench_loop_memory.py",
         ("--layers", "2", "--hidden", "256", "--ffn", "704", "--heads", "4", "--steps", "2"),
         "peak host memory of mg-train's training loop vs a plain value_and_grad + AdamWeightDecay loop",
+    ),
+    Benchmark(
+        "mg-train/bench_plan_memory",
+        "packages/mg-train/benchmarks/bench_plan_memory.py",
+        ("--cases", "single,single_ckpt"),
+        "the planner's activation memory vs the measured peak rise between two batch sizes",
     ),
     Benchmark(
         "mg-train/bench_train_step",
