@@ -42,7 +42,7 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
 
 
-def measure(stage: int, dim: int, hidden: int, depth: int, jit: bool) -> dict:
+def measure(stage: int, dim: int, hidden: int, depth: int, jit: bool, recompute: bool = False) -> dict:
     """Runs on every rank: memory before, during and after one forward + backward and one ZeRO step."""
     import mindspore as ms
     import numpy as np
@@ -66,7 +66,7 @@ def measure(stage: int, dim: int, hidden: int, depth: int, jit: bool) -> dict:
 
         def construct(self, x):
             for block in self.blocks:
-                x = block(x)
+                x = ms.recompute(block, x) if recompute else block(x)
             return x
 
     ctx = mp.init_parallel()
@@ -116,6 +116,9 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4], help="world sizes to measure")
     parser.add_argument("--stages", type=int, nargs="+", default=[0, 2, 3], help="ZeRO stages to measure")
     parser.add_argument("--jit", action="store_true", help="compile forward + backward with mindspore.jit")
+    parser.add_argument(
+        "--recompute", action="store_true", help="recompute each block in the backward pass (ms.recompute)"
+    )
     parser.add_argument("--timeout", type=float, default=900, help="seconds per msrun launch (default 900)")
     args = parser.parse_args()
 
@@ -128,7 +131,7 @@ def main() -> None:
             results[stage, world] = run_distributed(
                 f"{__file__}:measure",
                 world,
-                args=(stage, args.dim, args.hidden, args.depth, args.jit),
+                args=(stage, args.dim, args.hidden, args.depth, args.jit, args.recompute),
                 timeout=args.timeout,
             )
             print(f"stage {stage}, {world} rank(s): {time.perf_counter() - start:.1f} s", flush=True)
@@ -137,7 +140,8 @@ def main() -> None:
     print(
         f"\nper-rank host memory, MLP dim {args.dim} hidden {args.hidden} depth {args.depth} "
         f"({first['param_bytes'] / 2**20:.0f} MiB of fp32 parameters), "
-        f"{'mindspore.jit' if args.jit else 'PyNative'}; MB = MiB, max over ranks"
+        f"{'mindspore.jit' if args.jit else 'PyNative'}{', blocks recomputed' if args.recompute else ''}; "
+        "MB = MiB, max over ranks"
     )
     print(
         f"{'stage':>5} {'ranks':>5} {'built':>8} {'bwd peak':>9} {'bwd extra':>10} {'vs 1 rank':>9} "
@@ -161,7 +165,8 @@ def main() -> None:
         *(
             (
                 f"ZeRO stage {stage} on {world} ranks, backward peak above the built state per rank"
-                + (" (jit)" if args.jit else ""),
+                + (" (jit)" if args.jit else "")
+                + (" (recompute)" if args.recompute else ""),
                 extra[stage, world],
                 extra[stage, base_world],
                 f"same stage, {base_world} rank" + "s" * (base_world > 1),
