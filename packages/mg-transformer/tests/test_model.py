@@ -316,6 +316,11 @@ def test_bad_inputs_raise_clear_errors():
         ((latents_of((2, 16, 2, 4, 5)), t, embs, masks), ValueError, "W=5 is not divisible"),
         ((latents_of((2, 16, 2, 4, 66)), t, embs, masks), ValueError, "pos_embed_max_size"),
         ((latents, t, embs[:2], masks[:2]), ValueError, order),
+        ((latents, t[:1], embs, masks), ValueError, r"timesteps must be \(2,\)"),
+        ((latents, t.reshape(2, 1), embs, masks), ValueError, r"timesteps must be \(2,\)"),
+        ((latents, t, (embs[0][:, :, :-1], *embs[1:]), masks), ValueError, "text embedding ul2 must be"),
+        ((latents, t, (embs[0][:1], *embs[1:]), masks), ValueError, "text embedding ul2 must be"),
+        ((latents, t, embs, (masks[0], masks[1][:, :-1], masks[2])), ValueError, "text mask byt5 must be"),
     ]
     check_rejects_bad_inputs(model, bad, valid=(latents, t, embs, masks))
 

@@ -182,6 +182,7 @@ class MovieGenTransformer(nn.Cell):
         self.in_channels = config.in_channels
         self.pos_embed_max_size = config.pos_embed_max_size
         self.text_encoders = config.text_encoders
+        self.text_widths = tuple(config.text_dims[name] for name in config.text_encoders)
         self.pos_embed_every_layer = config.pos_embed_every_layer
         self.gradient_checkpointing = False
 
@@ -259,7 +260,7 @@ class MovieGenTransformer(nn.Cell):
         )
         return table.reshape(1, nt * nh * nw, hidden)
 
-    def _check_inputs(self, latents: Tensor, text_embs, text_masks) -> None:
+    def _check_inputs(self, latents: Tensor, timesteps: Tensor, text_embs, text_masks) -> None:
         if latents.ndim != 5 or latents.shape[1] != self.in_channels:
             raise ValueError(
                 f"MovieGenTransformer: latents must be (B, {self.in_channels}, T, H, W), got {latents.shape}"
@@ -285,6 +286,23 @@ class MovieGenTransformer(nn.Cell):
             raise ValueError(
                 f"MovieGenTransformer: got {len(text_masks)} text masks for {len(text_embs)} embeddings"
             )
+        batch = latents.shape[0]
+        if timesteps.shape != (batch,):
+            raise ValueError(
+                f"MovieGenTransformer: timesteps must be ({batch},), one per sample, got {timesteps.shape}"
+            )
+        for index, name in enumerate(self.text_encoders):
+            emb = text_embs[index]
+            width = self.text_widths[index]
+            if emb.ndim != 3 or emb.shape[0] != batch or emb.shape[2] != width:
+                raise ValueError(
+                    f"MovieGenTransformer: text embedding {name} must be ({batch}, L, {width}), got {emb.shape}"
+                )
+            if text_masks is not None and text_masks[index].shape != emb.shape[:2]:
+                raise ValueError(
+                    f"MovieGenTransformer: text mask {name} must be {emb.shape[:2]} (batch, tokens) like its "
+                    f"embedding, got {text_masks[index].shape}"
+                )
 
     def _text_tokens(self, text_embs, text_masks):
         """Project and concatenate every encoder's tokens; the mask becomes (B, 1, 1, L) or None."""
@@ -307,7 +325,7 @@ class MovieGenTransformer(nn.Cell):
         text_embs: tuple[Tensor, ...],
         text_masks: tuple[Tensor, ...] | None = None,
     ) -> Tensor:
-        self._check_inputs(latents, text_embs, text_masks)
+        self._check_inputs(latents, timesteps, text_embs, text_masks)
         batch, channels, frames, height, width = latents.shape
         pt, ph, pw = self.patch_size
         nt, nh, nw = frames // pt, height // ph, width // pw
