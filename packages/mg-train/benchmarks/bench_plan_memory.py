@@ -49,7 +49,7 @@ def _status(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def first_step_rise(batch: int, degrees: dict, checkpointing: bool) -> int:
+def first_step_rise(batch: int, degrees: dict, checkpointing: bool, layers: int | None = None) -> int:
     """Bytes the peak resident memory rises by during the first forward + backward (runs on every rank)."""
     import mindspore as ms
     import numpy as np
@@ -61,7 +61,9 @@ def first_step_rise(batch: int, degrees: dict, checkpointing: bool) -> int:
 
     setup_mindspore()
     ctx = mp.init_parallel(**degrees)
-    config = TransformerConfig.preset("tiny", text_dims=TEXT_DIMS, **MODEL)
+    config = TransformerConfig.preset(
+        "tiny", text_dims=TEXT_DIMS, **{**MODEL, "num_layers": layers or MODEL["num_layers"]}
+    )
     model = MovieGenTransformer(config)
     model.set_gradient_checkpointing(checkpointing)
     parallelize_transformer(model, ctx)
@@ -90,7 +92,10 @@ def predicted(batch: int, degrees: dict, checkpointing: bool) -> int:
     config = TransformerConfig.preset("tiny", text_dims=TEXT_DIMS, **MODEL)
     tokens = LATENT[1] * (LATENT[2] // 2) * (LATENT[3] // 2)
     layout = Layout(**degrees, recompute=checkpointing)
-    return activation_bytes(config, layout, Workload(batch, tokens, TEXT_LEN * len(TEXT_DIMS))).total
+    work = Workload(batch, tokens, TEXT_LEN * len(TEXT_DIMS))
+    return activation_bytes(
+        config, layout, work, emulated_collectives=True
+    ).total  # CPU: emulated collectives
 
 
 def measure(name: str, batch: int) -> list[int]:
@@ -98,7 +103,7 @@ def measure(name: str, batch: int) -> list[int]:
     if ranks == 1:
         code = (
             f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_plan_memory as b; "
-            f"print(b.first_step_rise({batch}, {degrees!r}, {checkpointing}))"
+            f"print(b.first_step_rise({batch}, {degrees!r}, {checkpointing}, {MODEL['num_layers']}))"
         )
         done = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "GLOG_v": "3"}
@@ -109,7 +114,10 @@ def measure(name: str, batch: int) -> list[int]:
     from mg_parallel.testing import run_distributed
 
     return run_distributed(
-        f"{__file__}:first_step_rise", ranks, args=(batch, degrees, checkpointing), timeout=1200
+        f"{__file__}:first_step_rise",
+        ranks,
+        args=(batch, degrees, checkpointing, MODEL["num_layers"]),
+        timeout=1200,
     )
 
 
@@ -117,7 +125,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--batches", type=int, nargs=2, default=[2, 6])
+    parser.add_argument("--layers", type=int, default=MODEL["num_layers"])
     args = parser.parse_args()
+    MODEL["num_layers"] = args.layers
     small, large = args.batches
     print(
         f"{MODEL['num_layers']} layers, hidden {MODEL['hidden_size']}, ffn {MODEL['ffn_size']}, "

@@ -153,12 +153,16 @@ def step_traffic(
 #  - the sequence-parallel variant of TP keeps each column layer's gathered input: 6 x hidden per attention row;
 #  - outside the blocks (patchify, embeddings, final layer, loss, one block's backward in flight): 8.1 x hidden
 #    per latent token of the rank's samples;
-#  - with recomputation a block keeps its input only, and one block's activations exist while it is recomputed.
+#  - with recomputation a block keeps its input only, and one block's activations exist while it is recomputed;
+#  - parallel layouts add what mg-parallel's mappings keep (counted per mapping in `_one_block_elements`; a
+#    mapping with a custom backward keeps its input and output in PyNative), and on CPU the full-size buffers of
+#    collectives emulated with all-reduces; the sequence split and the final gather keep full-sequence tensors.
 BLOCK_BETWEEN = 6.0
 BLOCK_ATTENTION = 7.7
 BLOCK_FFN = 4.9
 BLOCK_TEXT = 5.6
 TP_SP_GATHERED = 6.0
+EMULATED_TP_SP = 9.0  # CPU: the 6 gathers' zero-padded inputs and the 3 reduce-scatters' full sums
 OUTSIDE = 8.1
 
 
@@ -177,35 +181,61 @@ class ActivationBytes:
 
 
 def _one_block_elements(
-    config: TransformerConfig, layout: Layout, work: Workload, tp_sequence_parallel: bool
-):
+    config: TransformerConfig, layout: Layout, work: Workload, tp_sequence_parallel: bool, emulated: bool
+) -> tuple[float, float, float]:
+    """Elements one block keeps for its backward pass, its input's elements, and the collectives' share of the
+    first (the part that is also in flight while one block runs backward)."""
     b, s, hidden = work.batch, work.tokens, config.hidden_size
     tp, cp, sp = layout.tp, layout.cp, layout.sp
     seq = sequence_axes(_Degrees(tp=tp, cp=cp, sp=sp), tp_sequence_parallel)
     between = b * s / layout.degree(seq)
     rows = b * s / (cp * sp)
+    text = b * work.text_tokens
     elements = (
         BLOCK_BETWEEN * between * hidden
         + BLOCK_ATTENTION * rows * hidden / tp
         + BLOCK_FFN * rows * config.ffn_size / tp
-        + BLOCK_TEXT * b * work.text_tokens * hidden / tp
+        + BLOCK_TEXT * text * hidden / tp
     )
-    if tp_sequence_parallel and tp > 1:
-        elements += TP_SP_GATHERED * rows * hidden
-    return elements, between * hidden
+    collectives = 0.0
+    if tp > 1:
+        # a mapping with a custom backward keeps its input and output: the row layers' partial sums (3), the
+        # cross-attention's copies of the text for k and v (2) and, without the SP variant, the column layers'
+        # copies of their input (6); with it, their gathered inputs (6)
+        collectives += 3 * rows * hidden + 2 * text * hidden
+        collectives += (TP_SP_GATHERED if tp_sequence_parallel else 6.0) * rows * hidden
+        if emulated and tp_sequence_parallel:  # all-gathers and reduce-scatters built from all-reduces
+            collectives += EMULATED_TP_SP * rows * hidden
+    if emulated and sp > 1:  # the 4 all-to-alls of Ulysses (q, k, v in, attention out)
+        collectives += 4 * rows * hidden / tp
+    if emulated and cp > 1:  # the all-gathers of k and v over the full sequence
+        collectives += 2 * b * s * hidden / (tp * sp)
+    return elements + collectives, between * hidden, collectives
 
 
 def activation_bytes(
-    config: TransformerConfig, layout: Layout, work: Workload, tp_sequence_parallel: bool = True
+    config: TransformerConfig,
+    layout: Layout,
+    work: Workload,
+    tp_sequence_parallel: bool = True,
+    emulated_collectives: bool = False,
 ) -> ActivationBytes:
-    """Activation memory of one micro-batch under `layout` (see the constants above for what is counted)."""
+    """Activation memory of one micro-batch under `layout` (see the constants above for what is counted).
+    `emulated_collectives`: the device builds all-gather, reduce-scatter and all-to-all from all-reduces, whose
+    full-size buffers the backward pass keeps (mg-parallel on CPU); native collectives (Ascend) do not."""
     e = work.activation_bytes
-    block, block_input = _one_block_elements(config, layout, work, tp_sequence_parallel)
+    block, block_input, collectives = _one_block_elements(
+        config, layout, work, tp_sequence_parallel, emulated_collectives
+    )
     if layout.recompute:
         blocks = config.num_layers * block_input + block
     else:
         blocks = config.num_layers * block
-    outside = OUTSIDE * work.batch * work.tokens * config.hidden_size
+    full = work.batch * work.tokens * config.hidden_size
+    outside = OUTSIDE * full + collectives  # one block's collective buffers while it runs backward
+    seq = sequence_axes(_Degrees(tp=layout.tp, cp=layout.cp, sp=layout.sp), tp_sequence_parallel)
+    if layout.degree(seq) > 1:  # the sequence split keeps its full input, the final gather its full output
+        outside += 2 * full
     heads = config.num_heads // (layout.tp * layout.sp)
     queries = work.tokens // layout.cp
     workspace = 0
