@@ -28,7 +28,7 @@ def test_a_file_replaces_its_target_only_when_complete(tmp_path):
     assert target.read_text() == "old"
     assert sorted(p.name for p in target.parent.iterdir()) == ["a.json"]  # temporary removed
     with atomic_file(target) as tmp:
-        assert tmp.parent == target.parent and tmp.suffix == ".json" and f"tmp-{os.getpid()}-" in tmp.name
+        assert tmp.parent == target.parent and tmp.suffix == ".json" and f"-{os.getpid()}-" in tmp.name
         tmp.write_text("new")
     assert target.read_text() == "new"
     assert stat.S_IMODE(target.stat().st_mode) & stat.S_IRGRP  # usual permissions, not mkstemp's 0600
@@ -73,3 +73,30 @@ def test_every_package_ships_the_same_helper(copy):
     if not other.is_file():
         pytest.skip(f"{copy} is not here (mg-data tested outside the repository)")
     assert other.read_text() == mine.read_text(), f"{copy} drifted from mg_data/atomic.py"
+
+
+def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    """A writer killed mid-write leaves its temporary; only those whose process is gone (on this host) go."""
+    import subprocess
+    import sys
+
+    from mg_data.atomic import remove_dead_temporaries, temp_prefix
+
+    code = (
+        "import sys, time; from pathlib import Path; from mg_data.atomic import atomic_dir\n"
+        "with atomic_dir(Path(sys.argv[1]) / 'model') as tmp:\n"
+        "    (tmp / 'w.bin').write_bytes(b'x'); print('ready', flush=True); time.sleep(60)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "ready"
+    live = [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert len(live) == 1 and live[0].name.startswith(".model.tmp-")
+    assert remove_dead_temporaries(tmp_path) == []  # its writer still runs
+    writer.kill()
+    writer.wait()
+    other_host = tmp_path / ".model.tmp-elsewhere-1-abc"
+    other_host.mkdir()
+    mine = tmp_path / (temp_prefix(tmp_path / "a.json") + "xyz.json")
+    mine.write_text("{}")  # this process's own: running
+    assert remove_dead_temporaries(tmp_path) == live
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other_host.name, mine.name])

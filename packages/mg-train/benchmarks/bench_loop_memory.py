@@ -102,9 +102,9 @@ def engine(args) -> dict:
             phases[f"step {step}"] = rss_mb()
         return original_update(self, step, **metrics)
 
-    def resolve_resume(resume, manager):
+    def resolve_resume(resume, manager, ctx=None):
         phases["built"] = rss_mb()  # model, optimizer (and its ZeRO wrapper) built; nothing trained yet
-        return original_describe(resume, manager)
+        return original_describe(resume, manager, ctx)
 
     Progress.update = update
     engine_module.resolve_resume = resolve_resume

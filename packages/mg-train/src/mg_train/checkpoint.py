@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mg_data.atomic import fsync_path, write_text
+from mg_data.atomic import fsync_path, remove_dead_temporaries, write_text
 from mg_parallel.groups import ParallelLayout
 from mg_parallel.safetensors_io import file_sha256, read_specs
 from mg_parallel.sharded import PartReader, ShardSpec
@@ -92,6 +92,22 @@ class CheckpointManager:
         fsync_path(self.directory)
         self._prune()
         return final
+
+    def remove_leftovers(self) -> list[Path]:
+        """(Rank 0, before a run writes anything) partial and swapped-out step folders of writers that died
+        mid-save, and their temporaries; returns what was removed."""
+        if not self.directory.is_dir():
+            return []
+        removed = remove_dead_temporaries(self.directory)
+        for path in sorted(self.directory.iterdir()):
+            if (
+                path.is_dir()
+                and path.name.startswith(f".{PREFIX}")
+                and path.name.endswith((".partial", ".old"))
+            ):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        return removed
 
     def abandon(self, step: int) -> None:
         shutil.rmtree(self.partial(step), ignore_errors=True)

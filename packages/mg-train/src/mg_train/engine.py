@@ -33,7 +33,7 @@ import yaml
 from mindspore import Tensor, nn
 
 import mg_parallel as mp
-from mg_data.atomic import write_text
+from mg_data.atomic import remove_dead_temporaries, write_text
 from mg_train import paths
 from mg_train.checkpoint import CheckpointManager
 from mg_train.config.loader import to_dict
@@ -126,7 +126,16 @@ def train(task: TrainingTask, ctx: mp.ParallelContext) -> None:
     out = Path(run.output_dir)
     leader = ctx.rank_id == 0
     manager = CheckpointManager(out / paths.CHECKPOINTS, keep_last=run.keep_last)
-    resume_from = resolve_resume(run.resume, manager)
+    if leader:  # leftovers of writers killed mid-save (this run's folder has one writer: this job)
+        removed = manager.remove_leftovers() + remove_dead_temporaries(out)
+        if removed:
+            print(
+                f"{task.name}: removed {len(removed)} leftover(s) of an interrupted save: "
+                + ", ".join(p.name for p in removed[:5]),
+                file=sys.stderr,
+                flush=True,
+            )
+    resume_from = resolve_resume(run.resume, manager, ctx)
 
     zero, optimizer = build_optimizer(task.model, optim, ctx, zero_stage=task.zero_stage)
     if resume_from is None:  # after every cut (TP, ZeRO-3): each rank writes only its own pieces

@@ -6,6 +6,7 @@ any parallel layout, without ever holding more than one full tensor: every rank 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,13 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 import mg_parallel as mp
+from mg_parallel.safetensors_io import file_sha256
 from mg_parallel.sharded import ShardSpec, write_part
 from mg_train.checkpoint import (
     FORMAT,
     VERSION,
     Checkpoint,
+    CheckpointError,
     CheckpointManager,
     NonFiniteWeightsError,
     part_folder,
@@ -158,12 +161,60 @@ def restore_training_checkpoint(
 LEGACY_OPTIMIZER_STATE = ("max_exp_avg_sq.", "lr")
 
 
-def resolve_resume(resume: str | None, manager: CheckpointManager) -> Path | None:
-    """The checkpoint to continue from: `auto` = the latest in the run (or none), a path, or None."""
+def checkpoint_problem(path: Path, rank: int = 0, world: int = 1) -> str | None:
+    """Why `path` cannot be resumed from, or None: its manifest and state must parse and list existing files,
+    and the files of this rank's share (every `world`-th, from `rank`) must match their SHA-256."""
+    try:
+        opened = Checkpoint.open(path)
+    except (CheckpointError, OSError, ValueError, KeyError, TypeError) as exc:
+        return str(exc)
+    entries = sorted(
+        (entry["file"], entry["sha256"])
+        for files in opened.manifest.get("parts", {}).values()
+        for entry in files.values()
+    )
+    for index, (file, sha256) in enumerate(entries):
+        if index % world == rank and file_sha256(path / file) != sha256:
+            return f"{path / file} does not match the SHA-256 its manifest records (the file is damaged)"
+    return None
+
+
+def resolve_resume(
+    resume: str | None, manager: CheckpointManager, ctx: mp.ParallelContext | None = None
+) -> Path | None:
+    """The checkpoint to continue from: `auto` = the newest intact one in the run (or none), a path, or None.
+
+    Every candidate is checked before use (`checkpoint_problem`, the ranks sharing the hashing): under `auto` a
+    damaged newest checkpoint is skipped with a warning for the previous one; a damaged explicit one is an
+    error."""
     if resume is None:
         return None
+    rank, world = (ctx.rank_id, ctx.world_size) if ctx is not None else (0, 1)
+
+    def intact(path: Path) -> tuple[bool, str | None]:
+        problem = checkpoint_problem(path, rank, world)
+        ok = _all_true(problem is None, ctx) if ctx is not None else problem is None
+        return ok, problem
+
     if resume == "auto":
-        return manager.latest()
+        candidates = list(reversed(manager.list()))
+        for path in candidates:
+            ok, problem = intact(path)
+            if ok:
+                return path
+            if rank == 0 or problem:
+                print(
+                    f"resume: skipping {path}: {problem or 'a file another rank checked is damaged'}; trying the "
+                    "previous checkpoint",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        if candidates:
+            raise CheckpointError(
+                f"train.resume=auto: none of the {len(candidates)} checkpoints in {manager.directory} is intact "
+                "(see above); move them away, or set train.resume=null to start over"
+            )
+        return None
     path = Path(resume)
     if not (path / "state.json").is_file():
         latest = CheckpointManager(path / "checkpoints").latest() if path.is_dir() else None
@@ -171,7 +222,10 @@ def resolve_resume(resume: str | None, manager: CheckpointManager) -> Path | Non
             raise FileNotFoundError(
                 f"train.resume={resume}: not a checkpoint or a run directory with checkpoints"
             )
-        return latest
+        path = latest
+    ok, problem = intact(path)
+    if not ok:
+        raise CheckpointError(f"train.resume={resume}: {problem or 'a file another rank checked is damaged'}")
     return path
 
 

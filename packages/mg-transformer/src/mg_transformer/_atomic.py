@@ -3,7 +3,8 @@
 `atomic_file(path)` yields a temporary file in the target's folder; `atomic_dir(path)` a temporary folder beside
 the target, so several files (a config and its weights) appear together. On success the data is fsynced, renamed
 over the target and the parent folder fsynced; on any error the temporary is removed and the target is untouched.
-Temporaries are named `.<name>.tmp-<pid>-*`, so leftovers of a killed writer can be recognised by their pid.
+Temporaries are named `.<name>.tmp-<host>-<pid>-*`, so leftovers of a killed writer can be recognised by their
+host and pid: `remove_dead_temporaries(folder)` deletes those whose process no longer runs on this host.
 
 Each mg package that writes files ships this same module (one copy per package, so that each installs alone);
 mg-data's tests check that the copies are identical.
@@ -15,7 +16,9 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -30,9 +33,45 @@ def _umask() -> int:
     return mask
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+
+
+_TEMPORARY = re.compile(r"^\..+\.tmp-(?P<host>[A-Za-z0-9_.]+)-(?P<pid>\d+)-")
+
+
 def temp_prefix(path: Path) -> str:
     """Name prefix of this process's temporaries for `path`."""
-    return f".{path.name}.tmp-{os.getpid()}-"
+    return f".{path.name}.tmp-{_host()}-{os.getpid()}-"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_dead_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries in `folder` whose writer was this host's process that no longer runs (a writer
+    killed mid-write); those of running processes and of other hosts stay. Returns the deleted paths."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        match = _TEMPORARY.match(entry.name)
+        if not match or match["host"] != _host() or _running(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 def fsync_path(path: str | os.PathLike) -> None:
