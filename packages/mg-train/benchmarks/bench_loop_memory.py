@@ -23,6 +23,14 @@ import time
 from pathlib import Path
 
 
+def mg_bench(benchmark: str, *rows: tuple) -> None:
+    """Print one figure group for tools/bench_summary.py: rows of (figure, ours, reference, reference_name,
+    unit, better), better being "lower" or "higher" (the convention is in tools/README.md)."""
+    keys = ("figure", "ours", "reference", "reference_name", "unit", "better")
+    table = [dict(zip(keys, row, strict=True)) for row in rows]
+    print("MG-BENCH " + json.dumps({"benchmark": benchmark, "rows": table}, default=float), flush=True)
+
+
 def rss_mb(field: str = "VmRSS") -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -178,24 +186,16 @@ def main() -> None:
     ratio = ours["phases"]["peak"] / base["phases"]["peak"]
     print(f"peak ratio mg-train / plain: {ratio:.2f} (target <= 1.3)")
     mode = "jit" if args.jit else "PyNative"
-    print(
-        "MG-BENCH "
-        + json.dumps(
-            {
-                "benchmark": "mg-train/bench_loop_memory",
-                "rows": [
-                    {
-                        "figure": f"peak host memory, {params / 1e6:.0f}M-parameter train loop, {mode}",
-                        "ours": ours["phases"]["peak"],
-                        "reference": base["phases"]["peak"],
-                        "reference_name": "plain value_and_grad + AdamWeightDecay loop",
-                        "unit": "MB",
-                        "better": "lower",
-                    }
-                ],
-            }
+    mg_bench(
+        "mg-train/bench_loop_memory",
+        (
+            f"peak host memory, {params / 1e6:.0f}M-parameter train loop, {mode}",
+            ours["phases"]["peak"],
+            base["phases"]["peak"],
+            "plain value_and_grad + AdamWeightDecay loop",
+            "MB",
+            "lower",
         ),
-        flush=True,
     )
 
 

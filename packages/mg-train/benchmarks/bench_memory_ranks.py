@@ -33,6 +33,14 @@ LAYOUTS = {  # name -> (ranks, parallel section)
 GLOBAL_BATCH = 4
 
 
+def mg_bench(benchmark: str, *rows: tuple) -> None:
+    """Print one figure group for tools/bench_summary.py: rows of (figure, ours, reference, reference_name,
+    unit, better), better being "lower" or "higher" (the convention is in tools/README.md)."""
+    keys = ("figure", "ours", "reference", "reference_name", "unit", "better")
+    table = [dict(zip(keys, row, strict=True)) for row in rows]
+    print("MG-BENCH " + json.dumps({"benchmark": benchmark, "rows": table}, default=float), flush=True)
+
+
 def _status_mb(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -185,7 +193,7 @@ def main() -> None:
                     "better": "lower",
                 }
             )
-    print("MG-BENCH " + json.dumps({"benchmark": "mg-train/bench_memory_ranks", "rows": rows}), flush=True)
+    mg_bench("mg-train/bench_memory_ranks", *(tuple(row.values()) for row in rows))
 
 
 if __name__ == "__main__":

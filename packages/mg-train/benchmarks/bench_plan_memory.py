@@ -42,6 +42,14 @@ CASES = {  # name -> (ranks, parallel degrees, gradient checkpointing)
 }
 
 
+def mg_bench(benchmark: str, *rows: tuple) -> None:
+    """Print one figure group for tools/bench_summary.py: rows of (figure, ours, reference, reference_name,
+    unit, better), better being "lower" or "higher" (the convention is in tools/README.md)."""
+    keys = ("figure", "ours", "reference", "reference_name", "unit", "better")
+    table = [dict(zip(keys, row, strict=True)) for row in rows]
+    print("MG-BENCH " + json.dumps({"benchmark": benchmark, "rows": table}, default=float), flush=True)
+
+
 def _status(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -155,7 +163,7 @@ def main() -> None:
                 }
             )
     print(f"largest deviation: {worst:.0%} (target <= 15%)")
-    print("MG-BENCH " + json.dumps({"benchmark": "mg-train/bench_plan_memory", "rows": rows}), flush=True)
+    mg_bench("mg-train/bench_plan_memory", *(tuple(row.values()) for row in rows))
 
 
 if __name__ == "__main__":
