@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from mg_train.progress import Progress, format_duration
 
 
@@ -26,3 +28,20 @@ def test_format_duration():
     assert format_duration(59.6) == "01:00"
     assert format_duration(3725) == "1:02:05"
     assert format_duration(float("inf")) == "?"
+
+
+def test_non_finite_metrics_are_written_as_null_with_their_names(tmp_path):
+    """metrics.jsonl stays valid JSON (no bare NaN/Infinity): the value is null and `nonfinite` names it."""
+    import json
+    import math
+
+    path = tmp_path / "m.jsonl"
+    progress = Progress(3, "x", jsonl_path=path, stream=io.StringIO())
+    progress.update(1, loss=float("nan"), grad_norm=math.inf, lr=0.1)
+    progress.update(2, loss=0.5)
+    progress.close()
+    lines = path.read_text().splitlines()
+    first = json.loads(lines[0], parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl"))
+    assert first["loss"] is None and first["grad_norm"] is None and first["lr"] == 0.1
+    assert first["nonfinite"] == ["loss", "grad_norm"]
+    assert "nonfinite" not in json.loads(lines[1])

@@ -38,3 +38,19 @@ def test_plateau_halves_after_patience_and_state_round_trips():
     clone = PlateauReducer(factor=0.5, patience=2)
     clone.load_state_dict(reducer.state_dict())
     assert clone.observe(0.99) == reducer.observe(0.99)
+
+
+def test_plateau_ignores_a_non_finite_validation_loss_and_its_state_is_json():
+    import json
+
+    reducer = PlateauReducer(factor=0.5, patience=0)
+    assert json.loads(json.dumps(reducer.state_dict(), allow_nan=False))["best"] is None  # no Infinity
+    reducer.observe(1.0)
+    assert not reducer.observe(
+        float("nan")
+    )  # not a plateau: patience 0 would halve on a real non-improvement
+    assert reducer.scale == 1.0 and reducer.bad_checks == 0 and reducer.best == 1.0
+    assert reducer.observe(2.0) and reducer.scale == 0.5
+    restored = PlateauReducer()
+    restored.load_state_dict(json.loads(json.dumps(PlateauReducer().state_dict())))
+    assert restored.best == float("inf")

@@ -176,6 +176,10 @@ def train(task: TrainingTask, ctx: mp.ParallelContext) -> None:
         metrics = task.validate()
         if metrics is None:
             return
+        if not np.isfinite(metrics["val_loss"]):
+            progress.log(
+                f"{task.name}: validation loss at step {step} is not finite; the plateau schedule ignores it"
+            )
         reduced = stepper.plateau.observe(metrics["val_loss"]) if stepper.plateau else False
         progress.update(step, **metrics, lr=stepper.lr_at(step), lr_reduced=int(reduced))
         if reduced:

@@ -48,8 +48,16 @@ class Progress:
         done = step - self.start
         rate = done / elapsed if elapsed > 0 else 0.0
         if self.jsonl:
-            record = {"step": step, "time": round(elapsed, 3), **{k: _plain(v) for k, v in metrics.items()}}
-            self.jsonl.write(json.dumps(record) + "\n")
+            values = {k: _plain(v) for k, v in metrics.items()}
+            bad = [k for k, v in values.items() if isinstance(v, float) and not math.isfinite(v)]
+            record = {
+                "step": step,
+                "time": round(elapsed, 3),
+                **{k: None if k in bad else v for k, v in values.items()},
+            }
+            if bad:  # JSON has no NaN/inf: null, and the names of the metrics that were not finite
+                record["nonfinite"] = bad
+            self.jsonl.write(json.dumps(record, allow_nan=False) + "\n")
             self.jsonl.flush()
         if self.interactive or step % self.every == 0 or step >= self.total:
             eta = (self.total - step) / rate if rate > 0 else math.inf

@@ -34,7 +34,10 @@ class PlateauReducer:
     bad_checks: int = 0
 
     def observe(self, val_loss: float) -> bool:
-        """Record one validation loss; returns True when the scale was just reduced."""
+        """Record one validation loss; returns True when the scale was just reduced. A non-finite loss (a broken
+        validation batch, not a plateau) is not recorded."""
+        if not math.isfinite(val_loss):
+            return False
         if val_loss < self.best - self.min_delta:
             self.best, self.bad_checks = val_loss, 0
             return False
@@ -46,11 +49,12 @@ class PlateauReducer:
         return False
 
     def state_dict(self) -> dict:
-        return {"scale": self.scale, "best": self.best, "bad_checks": self.bad_checks}
+        best = self.best if math.isfinite(self.best) else None  # JSON has no infinity
+        return {"scale": self.scale, "best": best, "bad_checks": self.bad_checks}
 
     def load_state_dict(self, state: dict) -> None:
         self.scale, self.best, self.bad_checks = (
             float(state["scale"]),
-            float(state["best"]),
+            math.inf if state["best"] is None else float(state["best"]),
             int(state["bad_checks"]),
         )
