@@ -121,3 +121,49 @@ def _assert_close(a: list[dict], b: list[dict]) -> None:
         assert x.keys() == y.keys()
         for key in x:
             assert x[key] == pytest.approx(y[key], rel=1e-5), (x, y)
+
+
+def test_a_stop_between_micro_batches_drops_the_partial_step_and_resumes_exactly(tmp_path):
+    """With long gradient accumulation (8 micro-batches a step) SIGTERM does not wait for the step to end: the
+    run stops before the next micro-batch, saves the last whole step (step 1, with the sampler rewound to the
+    start of step 2) and exits 130; resuming reaches the uninterrupted run's weights."""
+    from mg_train.transformer_train import run
+
+    data = H.make_data(tmp_path / "data", n=10)
+
+    def config(out: Path, steps: int):
+        return H.train_config(
+            data,
+            out,
+            optim={"lr": 1e-2, "warmup_steps": 0, "grad_accum": 8},
+            train={"steps": steps, "save_every": 10_000, "log_every": 1, "jit": False},
+        )
+
+    stopped_dir = tmp_path / "stopped"
+    config_file = tmp_path / "train.yaml"
+    config_file.write_text(yaml.safe_dump(to_dict(config(stopped_dir, 2))))
+    log = tmp_path / "train.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mg_train", "train", "--config", str(config_file)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "GLOG_v": "3"},
+        )
+    try:
+        wait_for_steps(stopped_dir / "metrics.jsonl", 1, proc, log)
+        proc.send_signal(signal.SIGTERM)  # step 2's micro-batches have just begun
+        assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "stopped by SIGTERM at step 1" in log.read_text(), log.read_text()[-2000:]
+    assert [m["step"] for m in H.metrics(stopped_dir) if "loss" in m] == [1]
+    assert CheckpointManager(stopped_dir / "checkpoints").latest().name == "step_00000001"
+
+    run(config(stopped_dir, 2))
+    run(config(tmp_path / "straight", 2))
+    resumed, _ = load_checkpoint(stopped_dir / "checkpoints" / "step_00000002")
+    straight, _ = load_checkpoint(tmp_path / "straight" / "checkpoints" / "step_00000002")
+    for key, value in straight["model"].items():
+        np.testing.assert_allclose(resumed["model"][key], value, rtol=0, atol=1e-6, err_msg=key)

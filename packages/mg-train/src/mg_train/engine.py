@@ -168,8 +168,8 @@ def train(task: TrainingTask, ctx: mp.ParallelContext) -> None:
     for line in [*task.describe(), f"{task.name}: {where} at step {start}/{run.steps}"]:
         progress.log(line)
 
-    def save(step: int) -> Path | None:
-        state = {"sampler": task.loader.state_dict(), "seed": run.seed}
+    def save(step: int, sampler: dict | None = None) -> Path | None:
+        state = {"sampler": sampler or task.loader.state_dict(), "seed": run.seed}
         return save_training_checkpoint(manager, step, task.model, stepper, ctx, state, task.model_info())
 
     def validate(step: int) -> None:
@@ -198,7 +198,14 @@ def train(task: TrainingTask, ctx: mp.ParallelContext) -> None:
             while step < run.steps:
                 deadline.arm(f"step {step + 1}")
                 grad_sum, loss_sum, aux_sums, info = None, None, [], {}
+                step_start = task.loader.state_dict() if optim.grad_accum > 1 else None
+                interrupted = False
                 for micro in range(optim.grad_accum):
+                    # between micro-batches too, so a short grace period is enough with long accumulation:
+                    # the partial step is dropped and the checkpoint is the last whole step
+                    if micro > 0 and stop_everywhere(bool(stop), ctx):
+                        interrupted = True
+                        break
                     inputs = task.inputs(next(batches), step, micro)
                     value, grads = grad_step(*inputs.args)
                     loss, aux = (value[0], value[1:]) if task.aux_names else (value, ())
@@ -208,6 +215,12 @@ def train(task: TrainingTask, ctx: mp.ParallelContext) -> None:
                         list(aux) if not aux_sums else [a + b for a, b in zip(aux_sums, aux, strict=True)]
                     )
                     info = inputs.info
+                if interrupted:
+                    if saved_at != step:
+                        deadline.arm(f"checkpoint of step {step}")
+                        checkpoint, saved_at = save(step, step_start), step
+                    stopped_by = stop.signal_name or "a stop request on another rank"
+                    break
                 result = stepper(grad_sum, loss_sum, optim.grad_accum, step)
                 step += 1
                 scale = 1.0 / optim.grad_accum

@@ -138,7 +138,8 @@ def step_traffic(
     total = Traffic()
     total.merge(micro_batch_traffic(config, layout, work, params, tp_sequence_parallel), work.micro_batches)
     total.merge(planner.optimizer_traffic(params, layout))
-    total.add("all_reduce", planner.group_key(layout, mp.AXES), 4, ENGINE_SCALARS)
+    # the engine's scalars, and its stop check before every micro-batch after the first
+    total.add("all_reduce", planner.group_key(layout, mp.AXES), 4, ENGINE_SCALARS + work.micro_batches - 1)
     return total
 
 
