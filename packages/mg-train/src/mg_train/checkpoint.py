@@ -54,11 +54,12 @@ def part_folder(rank: int) -> str:
 class CheckpointManager:
     """The step checkpoints under `directory`: where a save writes, which ones are complete, pruning."""
 
-    def __init__(self, directory: str | Path, keep_last: int = 3):
+    def __init__(self, directory: str | Path, keep_last: int = 3, run_id: str | None = None):
         if keep_last < 1:
             raise ValueError(f"keep_last must be >= 1, got {keep_last}")
         self.directory = Path(directory)
         self.keep_last = keep_last
+        self.run_id = run_id  # set: only this run's checkpoints are listed, resumed and pruned
 
     def final(self, step: int) -> Path:
         return self.directory / f"{PREFIX}{step:08d}"
@@ -117,7 +118,10 @@ class CheckpointManager:
         if not self.directory.is_dir():
             return []
         found = [p for p in self.directory.iterdir() if p.is_dir() and p.name.startswith(PREFIX)]
-        return sorted((p for p in found if is_checkpoint(p)), key=lambda p: int(p.name[len(PREFIX) :]))
+        mine = [
+            p for p in found if is_checkpoint(p) and (self.run_id is None or run_of(p) in (None, self.run_id))
+        ]
+        return sorted(mine, key=lambda p: int(p.name[len(PREFIX) :]))
 
     def latest(self) -> Path | None:
         found = self.list()
@@ -126,6 +130,14 @@ class CheckpointManager:
     def _prune(self) -> None:
         for path in self.list()[: -self.keep_last]:
             shutil.rmtree(path)
+
+
+def run_of(path: Path) -> str | None:
+    """The run id a checkpoint's manifest records (None: saved before runs had ids, or unreadable)."""
+    try:
+        return json.loads((path / MANIFEST).read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def is_checkpoint(path: Path) -> bool:

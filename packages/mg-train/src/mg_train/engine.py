@@ -42,6 +42,7 @@ from mg_train.ema import EMA
 from mg_train.loader import BatchLoader
 from mg_train.optim import OptimizerStep, add_grads, build_optimizer
 from mg_train.progress import Progress
+from mg_train.run_folder import RunFolder
 from mg_train.runtime import StepDeadline, StopRequest
 from mg_train.train_state import resolve_resume, restore_training_checkpoint, save_training_checkpoint
 
@@ -119,13 +120,29 @@ def compile_fn(fn: Callable, jit: bool) -> Callable:
 def train(task: TrainingTask, ctx: mp.ParallelContext) -> None:
     """Run `task` to `task.run.steps` optimizer steps (resuming if asked), then export on rank 0.
 
-    Raises `TrainingStopped` after checkpointing when a stop was requested, `NonFiniteLossError` (without saving
-    the bad steps) after `train.max_nonfinite_steps` consecutive non-finite steps.
+    Rank 0 holds the output folder's lock throughout (`run_folder`); only this run's checkpoints are resumed and
+    pruned. Raises `TrainingStopped` after checkpointing when a stop was requested, `NonFiniteLossError`
+    (without saving the bad steps) after `train.max_nonfinite_steps` consecutive non-finite steps.
     """
+    run = task.run
+    out = Path(run.output_dir)
+    folder = RunFolder(out)
+    try:
+        if ctx.rank_id == 0:
+            folder.acquire()
+            any_checkpoints = bool(CheckpointManager(out / paths.CHECKPOINTS).list())
+            folder.start(run.resume, any_checkpoints, run.new_run_in_used_folder)
+        barrier(ctx)  # every rank reads the run id rank 0 settled
+        _train(task, ctx, folder.run_id())
+    finally:
+        folder.release()
+
+
+def _train(task: TrainingTask, ctx: mp.ParallelContext, run_id: str | None) -> None:
     run, optim = task.run, task.optim
     out = Path(run.output_dir)
     leader = ctx.rank_id == 0
-    manager = CheckpointManager(out / paths.CHECKPOINTS, keep_last=run.keep_last)
+    manager = CheckpointManager(out / paths.CHECKPOINTS, keep_last=run.keep_last, run_id=run_id)
     if leader:  # leftovers of writers killed mid-save (this run's folder has one writer: this job)
         removed = manager.remove_leftovers() + remove_dead_temporaries(out)
         if removed:

@@ -95,6 +95,7 @@ def save_training_checkpoint(
             manifest = {
                 "format": FORMAT,
                 "version": VERSION,
+                "run_id": manager.run_id,
                 "step": step,
                 "world_size": world,
                 "layout": {axis: ctx.size(axis) for axis in ("dp", "cp", "sp", "tp")},
@@ -212,7 +213,7 @@ def resolve_resume(
         if candidates:
             raise CheckpointError(
                 f"train.resume=auto: none of the {len(candidates)} checkpoints in {manager.directory} is intact "
-                "(see above); move them away, or set train.resume=null to start over"
+                "(see above); move them away, or start over with train.resume=null train.new_run_in_used_folder=true"
             )
         return None
     path = Path(resume)

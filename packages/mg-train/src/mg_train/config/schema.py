@@ -106,7 +106,14 @@ class RunConfig:
     val_every: int = opt(0, "validation loss every N steps (0: never)")
     val_batches: int = opt(4, "batches of the validation set per validation")
     save_every: int = opt(500, "checkpoint every N steps (and always at the end and on SIGTERM/Ctrl-C)")
-    keep_last: int = opt(3, "checkpoints to keep")
+    keep_last: int = opt(
+        3, "checkpoints to keep (of this run: another run's in the same folder are never pruned)"
+    )
+    new_run_in_used_folder: bool = opt(
+        False,
+        "with resume null, start a new run in an output_dir that already holds one (its checkpoints are kept and "
+        "never resumed or pruned by the new run); without it that start fails",
+    )
     resume: str | None = opt(
         "auto",
         "'auto': continue from the latest checkpoint in output_dir if any; a checkpoint path; null: start fresh",
