@@ -234,6 +234,7 @@ def test_text_cache_and_dropout(synth, tmp_path, text_cache_writer):
         "caption",
         "fps",
         "index",
+        "substituted",
     ]
     assert list(dataset[0]) == dataset.output_keys
     for i in range(4):

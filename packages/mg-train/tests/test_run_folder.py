@@ -58,7 +58,12 @@ def test_a_new_run_never_prunes_or_resumes_the_older_runs_checkpoints(data, tmp_
     assert checkpoints(out) == [(old, 4), (old, 6)]
 
     second = train(
-        data, out, "train.resume=null", "train.steps=2", "train.save_every=1", "train.new_run_in_used_folder=true"
+        data,
+        out,
+        "train.resume=null",
+        "train.steps=2",
+        "train.save_every=1",
+        "train.new_run_in_used_folder=true",
     )
     assert second.returncode == 0, second.stderr[-3000:]
     new = json.loads((out / "run.json").read_text())["run_id"]
@@ -82,7 +87,9 @@ def test_a_second_writer_fails_at_once_and_a_dead_writers_lock_is_taken_over(dat
     assert f"in use by pid {os.getpid()} on host {socket.gethostname()}" in busy.stderr
     assert not (out / "checkpoints").exists() and not (out / "metrics.jsonl").exists()
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "since": "then"}))
     done = train(data, out, "train.steps=1")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -193,6 +193,7 @@ class VideoDataset:
                 continue
             if candidate != index:
                 self.num_substituted += 1
+            sample["substituted"] = np.int32(candidate != index)  # counted by the consumer (loader workers)
             return sample
         raise RuntimeError(
             f"sample {index} ({self.manifest.abspath(index)}) and its {self.max_retries} substitutes failed to load; "
@@ -259,7 +260,7 @@ class VideoDataset:
         keys = ["latent" if self.latent_cache is not None else "video"]
         for name in self.text_cache.encoders if self.text_cache is not None else []:
             keys += [f"{name}_emb", f"{name}_mask"]
-        return [*keys, "caption", "fps", "index"]
+        return [*keys, "caption", "fps", "index", "substituted"]
 
     def _null(self) -> dict:
         if self._null_text is None:

@@ -206,6 +206,7 @@ def _train(task: TrainingTask, ctx: mp.ParallelContext, run_id: str | None) -> N
     batches: Iterator[dict[str, np.ndarray]] = iter(task.loader)
     step, saved_at, checkpoint = start, (start if resume_from is not None else -1), resume_from
     stopped_by = None
+    bad = SubstitutedSamples(task, ctx.rank_id)
     deadline = StepDeadline(run.step_timeout, f"{task.name} rank {ctx.rank_id}")
     try:
         with StopRequest() as stop:
@@ -223,7 +224,9 @@ def _train(task: TrainingTask, ctx: mp.ParallelContext, run_id: str | None) -> N
                     if micro > 0 and stop_everywhere(bool(stop), ctx):
                         interrupted = True
                         break
-                    inputs = task.inputs(next(batches), step, micro)
+                    batch = next(batches)
+                    bad.count(batch)
+                    inputs = task.inputs(batch, step, micro)
                     value, grads = grad_step(*inputs.args)
                     loss, aux = (value[0], value[1:]) if task.aux_names else (value, ())
                     grad_sum = add_grads(grad_sum, grads)
@@ -252,8 +255,10 @@ def _train(task: TrainingTask, ctx: mp.ParallelContext, run_id: str | None) -> N
                     lr=result.lr,
                     grad_norm=result.grad_norm,
                     skipped=int(not result.applied),
+                    substituted=bad.take_step(),
                     **info,
                 )
+                bad.check()
                 stepper.check_nonfinite(run.max_nonfinite_steps)  # raises before anything is saved
                 if validating and step % run.val_every == 0:
                     deadline.arm(f"validation at step {step}")
@@ -274,6 +279,8 @@ def _train(task: TrainingTask, ctx: mp.ParallelContext, run_id: str | None) -> N
         raise
     finally:
         progress.close()
+        if bad.total:
+            print(bad.summary(), file=sys.stderr, flush=True)
     if stopped_by is not None:
         message = (
             f"{task.name}: stopped by {stopped_by} at step {step}; checkpoint {checkpoint or 'saved on rank 0'}. "
@@ -305,6 +312,53 @@ def report_failure(name: str, ctx: mp.ParallelContext, step: int, exc: BaseExcep
     print(
         f"{name}: {where} failed after step {step}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True
     )
+
+
+class SubstitutedSamples:
+    """Samples the dataset replaced because their file could not be read (counted from the batches, so loader
+    workers' replacements count too): per step for metrics.jsonl, in total for the end of the run, and a stop
+    above `data.max_substituted_fraction` of this rank's samples."""
+
+    MIN_SAMPLES = 20
+
+    def __init__(self, task: TrainingTask, rank: int):
+        self.task, self.rank = task, rank
+        data = getattr(getattr(task, "config", None), "data", None)
+        self.limit = getattr(data, "max_substituted_fraction", 1.0)
+        self.total = self.seen = self.step = 0
+
+    def count(self, batch: dict) -> None:
+        flags = batch.get("substituted")
+        if flags is None:
+            return
+        flags = np.asarray(flags)
+        self.step += int(flags.sum())
+        self.seen += int(flags.size)
+
+    def take_step(self) -> int:
+        n, self.step = self.step, 0
+        self.total += n
+        return n
+
+    def _where(self) -> str:
+        dataset = getattr(self.task, "dataset", None) or getattr(self.task.loader, "dataset", None)
+        if dataset is None or not getattr(dataset, "errors", None):
+            return ""
+        first = sorted(dataset.errors.items())[:3]
+        return "; unreadable: " + "; ".join(f"{dataset.manifest.rows[i].video}: {why}" for i, why in first)
+
+    def summary(self) -> str:
+        return (
+            f"data: rank {self.rank}: {self.total} of {self.seen} training samples were replaced because their file "
+            f"could not be read{self._where()}"
+        )
+
+    def check(self) -> None:
+        if self.seen >= self.MIN_SAMPLES and self.total > self.limit * self.seen:
+            raise RuntimeError(
+                f"{self.summary()} - more than data.max_substituted_fraction={self.limit:g}; fix or remove those "
+                "files (or raise the limit)"
+            )
 
 
 def stop_everywhere(local: bool, ctx: mp.ParallelContext) -> bool:

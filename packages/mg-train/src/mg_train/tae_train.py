@@ -174,7 +174,7 @@ def build_loader(data: DataConfig, seed: int, ctx: mp.ParallelContext, num_worke
         world_size=ctx.data_world,
         image_ratio=data.image_ratio if with_images else None,
     )
-    loader = BatchLoader(dataset, sampler, keys=["video"], num_workers=num_workers)
+    loader = BatchLoader(dataset, sampler, keys=["video", "substituted"], num_workers=num_workers)
     return loader, bool(data.image_ratio) and not with_images
 
 

@@ -453,7 +453,7 @@ class TransformerTask:
             world_size=ctx.data_world,
             image_ratio=cfg.data.image_ratio,
         )
-        keys = [self.latents.key, *self.text.batch_keys(), "index", "fps"]
+        keys = [self.latents.key, *self.text.batch_keys(), "index", "fps", "substituted"]
         self.loader = BatchLoader(self.dataset, sampler, keys, num_workers=cfg.train.num_workers)
 
         ms.set_seed(cfg.train.seed)

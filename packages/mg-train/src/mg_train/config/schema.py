@@ -168,6 +168,11 @@ class DataConfig:
     aspect_ratios: list[str] = opt(["1:1"], "aspect-ratio buckets, e.g. ['1:1', '16:9', '9:16']")
     random_crop: bool = opt(False, "random instead of centre crops")
     hflip: bool = opt(False, "random horizontal flips (off for data whose captions name left/right)")
+    max_substituted_fraction: float = opt(
+        0.1,
+        "stop when more than this share of a rank's training samples (after 20) had to be replaced because their "
+        "file could not be read (each replacement is counted in metrics.jsonl as `substituted`)",
+    )
     cache_memory_mb: float = opt(
         1024.0,
         "train only: MB of each cache's (latents, text embeddings) entries a process keeps in memory once read "
@@ -191,6 +196,12 @@ class DataConfig:
             "frame counts must be >= 2 (images come from image buckets) and batch sizes >= 1",
         )
         need(self.stride >= 1, "data.stride", self.stride, "must be at least 1")
+        need(
+            0 <= self.max_substituted_fraction <= 1,
+            "data.max_substituted_fraction",
+            self.max_substituted_fraction,
+            "must be in [0, 1]",
+        )
         need(self.batch_size >= 1, "data.batch_size", self.batch_size, "must be at least 1")
         need(
             self.image_batch_size is None or self.image_batch_size >= 1,
