@@ -65,17 +65,11 @@ def wait_for_steps(path: Path, count: int, proc: subprocess.Popen, log: Path, ti
     pytest.fail(f"no {count} training steps within {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-def comparable(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "time"} for row in rows]
-
-
-def test_sigterm_checkpoint_resumes_to_the_uninterrupted_run(tmp_path):
-    from mg_train.transformer_train import run
-
-    data = H.make_data(tmp_path / "data", n=10)  # 9 training clips: 4 batches of 2 per epoch
-    stopped_dir = tmp_path / "stopped"
+def sigterm_after(cfg, steps: int, tmp_path: Path) -> str:
+    """Run `python -m mg_train train` on `cfg`, send SIGTERM once `steps` steps are logged, expect exit 130 (stopped,
+    resumable); returns the log."""
     config_file = tmp_path / "train.yaml"
-    config_file.write_text(yaml.safe_dump(to_dict(resume_config(data, stopped_dir, 10_000))))
+    config_file.write_text(yaml.safe_dump(to_dict(cfg)))
     log = tmp_path / "train.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -85,13 +79,26 @@ def test_sigterm_checkpoint_resumes_to_the_uninterrupted_run(tmp_path):
             env={**os.environ, "GLOG_v": "3"},
         )
     try:
-        wait_for_steps(stopped_dir / "metrics.jsonl", 3, proc, log)
+        wait_for_steps(Path(cfg.train.output_dir) / "metrics.jsonl", steps, proc, log)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]  # stopped: not done, resumable
+        assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert "stopped by SIGTERM" in log.read_text()
+    return log.read_text()
+
+
+def comparable(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "time"} for row in rows]
+
+
+def test_sigterm_checkpoint_resumes_to_the_uninterrupted_run(tmp_path):
+    from mg_train.transformer_train import run
+
+    data = H.make_data(tmp_path / "data", n=10)  # 9 training clips: 4 batches of 2 per epoch
+    stopped_dir = tmp_path / "stopped"
+    log = sigterm_after(resume_config(data, stopped_dir, 10_000), 3, tmp_path)
+    assert "stopped by SIGTERM" in log
     checkpoint = CheckpointManager(stopped_dir / "checkpoints").latest()
     stopped_at = json.loads((checkpoint / "state.json").read_text())["step"]
     assert stopped_at >= 3
@@ -140,24 +147,8 @@ def test_a_stop_between_micro_batches_drops_the_partial_step_and_resumes_exactly
         )
 
     stopped_dir = tmp_path / "stopped"
-    config_file = tmp_path / "train.yaml"
-    config_file.write_text(yaml.safe_dump(to_dict(config(stopped_dir, 2))))
-    log = tmp_path / "train.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mg_train", "train", "--config", str(config_file)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "GLOG_v": "3"},
-        )
-    try:
-        wait_for_steps(stopped_dir / "metrics.jsonl", 1, proc, log)
-        proc.send_signal(signal.SIGTERM)  # step 2's micro-batches have just begun
-        assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert "stopped by SIGTERM at step 1" in log.read_text(), log.read_text()[-2000:]
+    log = sigterm_after(config(stopped_dir, 2), 1, tmp_path)  # SIGTERM as step 2's micro-batches begin
+    assert "stopped by SIGTERM at step 1" in log, log[-2000:]
     assert [m["step"] for m in H.metrics(stopped_dir) if "loss" in m] == [1]
     assert CheckpointManager(stopped_dir / "checkpoints").latest().name == "step_00000001"
 
