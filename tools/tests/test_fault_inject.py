@@ -127,3 +127,25 @@ def test_a_stuck_rank_is_ended_by_the_step_deadline(config_file, tmp_path):
     assert "Timeout (0:00:08)!" in text  # train.step_timeout=8 fired on the stuck rank, with its traceback
     assert seconds < BOUND
     _no_workers_left(tmp_path)
+
+
+def test_kill_resume_reaches_the_uninterrupted_weights(tmp_path):
+    """tools/kill_resume.py as documented, with 2 kills: exit 0 and `equal` (it compares every tensor group)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "kill_resume.py"),
+            "--kills",
+            "2",
+            "--steps",
+            "4",
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "equal to the uninterrupted run" in done.stdout
+    assert done.stdout.count("kill ") == 2
