@@ -18,6 +18,7 @@ with `.npz` as extension, unless the row names one (`text_emb`, `latent`); a key
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -270,6 +271,11 @@ class TextEmbeddingStore:
 TEXT_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
+def caption_sha256(caption: str) -> str:
+    """The hash a text-cache entry records of the caption it was embedded from."""
+    return hashlib.sha256(caption.encode("utf-8")).hexdigest()
+
+
 class TextCacheWriter:
     """Writes a text-embedding cache in the contract's format: meta.json, then one npz per (encoder, key), each
     atomically, so an interrupted job leaves whole entries only and resumes by skipping what `exists()` reports.
@@ -316,12 +322,26 @@ class TextCacheWriter:
             raise CacheKeyError(f"cache key {key!r} is reserved for the empty prompt")
         return normalized
 
-    def exists(self, encoder: str, key: str) -> bool:
-        return self.path(encoder, key).is_file()
+    def exists(self, encoder: str, key: str, caption: str | None = None) -> bool:
+        """True when the entry is written and, given its `caption`, was embedded from that caption (an entry
+        without a recorded caption hash, or with another one, is stale)."""
+        path = self.path(encoder, key)
+        if not path.is_file():
+            return False
+        if caption is None:
+            return True
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                recorded = str(data["caption_sha256"]) if "caption_sha256" in data.files else None
+        except (OSError, ValueError, zipfile.BadZipFile):
+            return False
+        return recorded == caption_sha256(caption)
 
-    def write(self, encoder: str, key: str, emb: np.ndarray, tokens: np.ndarray) -> Path:
-        """Store the n real tokens of one prompt: text_emb (n, D), mask (n,) ones, tokens (n,) int32.
-        `key` = NULL_KEY writes the empty prompt."""
+    def write(
+        self, encoder: str, key: str, emb: np.ndarray, tokens: np.ndarray, caption: str | None = None
+    ) -> Path:
+        """Store the n real tokens of one prompt: text_emb (n, D), mask (n,) ones, tokens (n,) int32, and the
+        SHA-256 of its caption when given (`exists` compares it). `key` = NULL_KEY writes the empty prompt."""
         if encoder not in self.encoders:
             raise CacheError(
                 f"{self.root}: encoder {encoder!r} is not in meta.json (has {sorted(self.encoders)})"
@@ -334,11 +354,13 @@ class TextCacheWriter:
                 f"{path}: expected text_emb (n, {dim}) and tokens (n,), got {emb.shape} and {np.shape(tokens)}"
             )
         with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+            extra = {} if caption is None else {"caption_sha256": np.array(caption_sha256(caption))}
             np.savez(
                 handle,
                 text_emb=emb.astype(self.dtype),
                 mask=np.ones(emb.shape[0], dtype=np.uint8),
                 tokens=np.asarray(tokens, dtype=np.int32),
+                **extra,
             )
         return path
 
@@ -355,6 +377,18 @@ class LatentMeta:
     tae: str = ""
     temporal_compression: int = 8  # the contract's 8x (docs/contracts.md 1) where a cache does not say
     spatial_compression: int = 8
+    tae_sha256: str | None = None  # of the TAE's weights file: the same folder may hold retrained weights
+
+    def differences(self, other: LatentMeta) -> list[str]:
+        """`field: mine vs other's` for every field that differs (an unrecorded weights hash matches any)."""
+        out = []
+        for name in self.__dataclass_fields__:
+            a, b = getattr(self, name), getattr(other, name)
+            if name == "tae_sha256" and (a is None or b is None):
+                continue
+            if a != b:
+                out.append(f"{name}: {a} vs {b}")
+        return out
 
     def to_json(self) -> dict:
         return {
@@ -368,6 +402,7 @@ class LatentMeta:
             "tae": self.tae,
             "temporal_compression": self.temporal_compression,
             "spatial_compression": self.spatial_compression,
+            **({"tae_sha256": self.tae_sha256} if self.tae_sha256 is not None else {}),
         }
 
     @classmethod
@@ -383,6 +418,7 @@ class LatentMeta:
                 tae=str(meta.get("tae", "")),
                 temporal_compression=int(meta.get("temporal_compression", 8)),
                 spatial_compression=int(meta.get("spatial_compression", 8)),
+                tae_sha256=str(meta["tae_sha256"]) if meta.get("tae_sha256") else None,
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise CacheError(f"{where}: bad or missing field ({type(exc).__name__}: {exc})") from None
@@ -480,6 +516,7 @@ class LatentCacheWriter:
         tae: str = "",
         temporal_compression: int = 8,
         spatial_compression: int = 8,
+        tae_sha256: str | None = None,
     ):
         self.root = Path(root)
         self.meta = LatentMeta(
@@ -491,13 +528,17 @@ class LatentCacheWriter:
             tae=str(tae),
             temporal_compression=int(temporal_compression),
             spatial_compression=int(spatial_compression),
+            tae_sha256=tae_sha256,
         )
         existing = _read_meta(self.root, LATENT_FORMAT)
         if existing is not None:
             old = LatentMeta.from_json(existing, os.fspath(self.root / "meta.json"))
-            if old != self.meta:
+            differ = old.differences(self.meta)
+            if differ:
                 raise CacheError(
-                    f"{self.root / 'meta.json'}: existing cache was written with {old}, not {self.meta}"
+                    f"{self.root / 'meta.json'}: existing cache was written with other settings ("
+                    + "; ".join(f"{d} (cached vs now)" for d in differ)
+                    + "); write to another folder, or delete this one to re-encode"
                 )
         else:
             self.root.mkdir(parents=True, exist_ok=True)

@@ -18,12 +18,18 @@ import numpy as np
 from mindspore import Tensor
 
 import mg_parallel as mp
-from mg_data import LatentCacheWriter, VideoDataset, cache_key, load_manifest
+from mg_data import CacheError, LatentCacheWriter, VideoDataset, cache_key, load_manifest
+from mg_parallel.safetensors_io import file_sha256
 from mg_tae import TAEConfig, TemporalAutoencoder
 from mg_train.config.loader import ConfigError
 from mg_train.config.schema import CacheLatentsConfig, CacheTextConfig
 from mg_train.paths import resolve_model_dir
 from mg_train.progress import Progress
+
+
+def weights_sha256(model_dir: Path) -> str:
+    """SHA-256 of a model folder's weights file (what a latent cache records of the TAE that made it)."""
+    return file_sha256(Path(model_dir) / "model.safetensors")
 
 
 def _check_manifest(path: str) -> None:
@@ -52,16 +58,8 @@ def check_latents_config(cfg: CacheLatentsConfig) -> Path:
     return model_dir
 
 
-def cache_latents(cfg: CacheLatentsConfig) -> Path:
-    """Encode every clip of the manifest and write the latent cache; returns the cache folder."""
-    model_dir = check_latents_config(cfg)
-    ctx = mp.init_parallel()
-    manifest = load_manifest(cfg.manifest, cfg.root)
-    model = TemporalAutoencoder.from_pretrained(model_dir)
-    if cfg.tiling:
-        model.enable_tiling()
-    config = model.config
-    writer = LatentCacheWriter(
+def _latent_writer(cfg: CacheLatentsConfig, config: TAEConfig, model_dir: Path) -> LatentCacheWriter:
+    return LatentCacheWriter(
         cfg.output_dir,
         scaling_factor=config.scaling_factor,
         shift_factor=config.shift_factor,
@@ -71,7 +69,23 @@ def cache_latents(cfg: CacheLatentsConfig) -> Path:
         tae=str(model_dir.resolve()),
         temporal_compression=config.temporal_compression,
         spatial_compression=config.spatial_compression,
+        tae_sha256=weights_sha256(model_dir),
     )
+
+
+def cache_latents(cfg: CacheLatentsConfig) -> Path:
+    """Encode every clip of the manifest and write the latent cache; returns the cache folder."""
+    model_dir = check_latents_config(cfg)
+    ctx = mp.init_parallel()
+    manifest = load_manifest(cfg.manifest, cfg.root)
+    model = TemporalAutoencoder.from_pretrained(model_dir)
+    if cfg.tiling:
+        model.enable_tiling()
+    config = model.config
+    try:
+        writer = _latent_writer(cfg, config, model_dir)
+    except CacheError as exc:  # an existing cache made otherwise (another TAE's weights, frames, size)
+        raise ConfigError(f"output_dir: {exc}") from None
     dataset = VideoDataset(manifest, num_frames=cfg.frames, size=cfg.size, start="center")
     keys = [cache_key(row.video, row.latent) for row in manifest.rows]
     mine = range(ctx.data_rank, len(keys), ctx.data_world)

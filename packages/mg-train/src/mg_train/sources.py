@@ -12,6 +12,7 @@ import numpy as np
 from mindspore import Tensor
 
 from mg_data.caches import LatentStore, TextEmbeddingStore
+from mg_parallel.safetensors_io import file_sha256
 from mg_tae import TemporalAutoencoder
 from mg_train import paths
 from mg_train.config.loader import ConfigError
@@ -156,6 +157,15 @@ class LatentSource:
             and math.isclose(config.shift_factor, meta.shift_factor, rel_tol=1e-6, abs_tol=1e-9)
             and (config.temporal_compression, config.spatial_compression) == self.compression
         )
+        if same and meta.tae_sha256 is not None:
+            weights = file_sha256(self.tae_dir / "model.safetensors")
+            if weights != meta.tae_sha256:
+                raise ConfigError(
+                    f"the latent cache {self.store.root} was encoded by other TAE weights (SHA-256 "
+                    f"{meta.tae_sha256[:12]}...) than {self.tae_dir / 'model.safetensors'} ({weights[:12]}...), "
+                    "which this run samples with: re-encode the cache with this TAE (cache-latents into a new "
+                    "folder) or set tae to the one that made it"
+                )
         if not same:
             raise ConfigError(
                 f"the TAE {self.tae_dir} (channels {config.latent_channels}, scaling {config.scaling_factor}, "

@@ -65,7 +65,7 @@ def test_entries_hold_real_tokens_and_match_embed(tiny, written):
     for name in ENCODER_NAMES:
         for row, key in enumerate(KEYS):
             with np.load(cache / name / (key.removesuffix(".npz") + ".npz")) as data:
-                assert set(data.files) == {"text_emb", "mask", "tokens"}
+                assert set(data.files) == {"text_emb", "mask", "tokens", "caption_sha256"}
                 n = len(PROMPTS[row].encode()) + 1
                 assert data["text_emb"].shape == (n, tiny.dims[name]) and data["text_emb"].dtype == np.float32
                 assert data["mask"].dtype == np.uint8 and data["mask"].tolist() == [1] * n

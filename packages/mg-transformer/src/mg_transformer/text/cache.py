@@ -108,10 +108,15 @@ def write_text_cache(
     report = CacheReport()
     show = _Progress(_printer(progress))
     for name, encoder in embedder.encoders.items():
-        if not (skip_existing and writer.exists(name, NULL_KEY)):
+        if not (skip_existing and writer.exists(name, NULL_KEY, "")):
             null = encoder.encode(embedder.prepare(name, [""]))
-            writer.write(name, NULL_KEY, null.emb[0, : null.lengths[0]], null.tokens[0, : null.lengths[0]])
-        todo = [i for i, key in enumerate(keys) if not (skip_existing and writer.exists(name, key))]
+            writer.write(
+                name, NULL_KEY, null.emb[0, : null.lengths[0]], null.tokens[0, : null.lengths[0]], caption=""
+            )
+        # an entry embedded from another caption (the manifest changed) is stale: embedded again
+        todo = [
+            i for i, key in enumerate(keys) if not (skip_existing and writer.exists(name, key, prompts[i]))
+        ]
         todo.sort(key=lambda i: len(prompts[i]))  # batches of similar length compute less padding
         report.skipped[name] = len(keys) - len(todo)
         show(
@@ -126,7 +131,7 @@ def write_text_cache(
             out = encoder.encode(embedder.prepare(name, [prompts[i] for i in batch]))
             for row, i in enumerate(batch):
                 n = int(out.lengths[row])
-                writer.write(name, keys[i], out.emb[row, :n], out.tokens[row, :n])
+                writer.write(name, keys[i], out.emb[row, :n], out.tokens[row, :n], caption=prompts[i])
                 if out.dropped[row]:
                     cut.append((given[i], out.dropped[row], out.dropped_text[row]))
             done += len(batch)
