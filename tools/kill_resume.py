@@ -18,6 +18,7 @@ import argparse
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,9 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="folder for data and runs (default: a temporary one)")
     args = parser.parse_args(argv)
+    if args.workdir:
+        return kill_and_resume(args, Path(args.workdir))
+    root = Path(tempfile.mkdtemp(prefix="mg_kill_resume_"))
+    try:
+        return kill_and_resume(args, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def kill_and_resume(args: argparse.Namespace, root: Path) -> int:
+    """Train once straight and once with `args.kills` SIGKILLs and resumes under `root`; 0 if they agree."""
     from mg_train import testing
 
-    root = Path(args.workdir or tempfile.mkdtemp(prefix="mg_kill_resume_"))
     data = testing.make_training_data(root / "data", n=10)
     straight, killed = root / "straight", root / "killed"
     done = start(write_config(data, straight, args.steps), root / "straight.log").wait()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -138,6 +139,7 @@ def engine(args) -> dict:
     )
     run(cfg)
     phases["peak"] = rss_mb("VmHWM")
+    shutil.rmtree(root, ignore_errors=True)  # a few hundred MB of checkpoints per run
     return {"phases": phases}
 
 

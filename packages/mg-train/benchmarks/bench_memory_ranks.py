@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -138,10 +139,17 @@ def main() -> None:
         "--recompute", action="store_true", help="train.gradient_checkpointing (as the recipes)"
     )
     args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="mg_mem_ranks_"))
+    try:
+        report(args, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)  # every layout's checkpoints: tens of GB at the default size
+
+
+def report(args: argparse.Namespace, root: Path) -> None:
     from mg_parallel.testing import run_distributed
     from mg_train import testing
 
-    root = Path(tempfile.mkdtemp(prefix="mg_mem_ranks_"))
     data = {
         k: str(v) if isinstance(v, Path) else v
         for k, v in vars(testing.make_training_data(root / "data")).items()
