@@ -35,6 +35,7 @@ class Server:
     def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
+        self.cwd = cwd
         self.log_path = cwd / f"server-{self.port}.log"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(

@@ -76,7 +76,7 @@ def page(browser, server):
     assert not outside, f"the page tried to fetch {outside}"
 
 
-def test_prompt_generate_video_and_screenshot(page, tmp_path):
+def test_prompt_generate_video_and_screenshot(page, tmp_path, pipeline_dir, server):
     page.get_by_label("Prompt", exact=True).fill("a red circle moving left")
     seed = page.get_by_label("Seed", exact=True)
     expect(seed).to_have_value("0")
@@ -112,6 +112,12 @@ def test_prompt_generate_video_and_screenshot(page, tmp_path):
     expect(steps).to_have_value(str(BROWSER_STEPS))
     page.keyboard.press("Escape")  # close the gallery's preview
 
+    # No local absolute path in the page (the checkpoint and the output folder are named, not located).
+    text = page.locator("body").inner_text()
+    assert pipeline_dir.name in text
+    for local in (str(pipeline_dir), str(server.cwd)):
+        assert local not in text and local not in page.content()
+
     page.wait_for_timeout(500)  # let the first frame paint
     shot = tmp_path / "screenshot.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -126,5 +132,12 @@ def test_a_size_the_model_cannot_make_is_refused_with_a_message(page):
     height.fill("40")
     page.locator("#generate").click()
     page.get_by_text("height must be a positive multiple of 16, got 40").first.wait_for(timeout=30_000)
+    prompt = page.get_by_label("Prompt", exact=True)
+    height.fill("32")
+    prompt.fill("x" * 2001)  # over the prompt length limit: refused in the page too
+    page.locator("#generate").click()
+    page.get_by_text("the prompt has 2001 characters; at most 2000 are allowed").first.wait_for(
+        timeout=30_000
+    )
     assert "Traceback" not in page.content()
     assert page.locator("#video-output video").count() == 0  # nothing was generated

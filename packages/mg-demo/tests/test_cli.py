@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -23,6 +24,10 @@ OPTIONS = [
     "--queue-size",
     "--max-steps",
     "--no-jit",
+    "--max-per-client",
+    "--timeout",
+    "--keep-hours",
+    "--max-output-mb",
 ]
 
 
@@ -102,7 +107,31 @@ def test_without_any_checkpoint_the_server_shows_how_to_create_one(tmp_path):
         texts = [c["props"].get("value") for c in config["components"] if c.get("type") == "markdown"]
         page = "\n".join(t for t in texts if isinstance(t, str))
         assert "No checkpoint to serve yet" in page and "mg-train quickstart" in page
-        assert str(tmp_path / "runs" / "quickstart" / "pipeline") in page
+        assert "`runs/quickstart/pipeline`" in page and str(tmp_path) not in page  # no local absolute paths
         assert "no checkpoint found" in server.log()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("folder", "message"),
+    [
+        ("~", "is the home folder or contains it"),
+        ("{home}/..", "is the home folder or contains it"),
+        ("/", "is a system folder"),
+        ("/etc/mg-demo", "is a system folder"),
+    ],
+)
+def test_home_and_system_folders_are_refused_as_output_dir(tmp_path, folder, message):
+    home = tmp_path / "home" / "someone"
+    home.mkdir(parents=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "mg_demo", "--output-dir", folder.format(home=home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOME": str(home)},
+    )
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "downloaded from the page" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -3,16 +3,20 @@ their own correct result through the queue; impossible requests get a message.""
 
 from __future__ import annotations
 
+import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError, ValidationError
 from PIL import Image
 
-from demo_support import STEPS, decode_video
+from demo_support import STEPS, Server, decode_video
 from mg_demo.generation import IMAGE, MAX_SEED, VIDEO
+from mg_demo.limits import MAX_PROMPT_CHARS
 from mg_train.pipeline import save_media
 
 # Five shapes, each asked twice with different prompts and seeds: ten requests; a video's partner (same shape,
@@ -101,3 +105,82 @@ def test_random_seed_endpoint(server):
     client = Client(server.url, verbose=False)
     seeds = {client.predict(api_name="/random_seed") for _ in range(3)}
     assert all(isinstance(s, int) and 0 <= s <= MAX_SEED for s in seeds) and len(seeds) > 1
+
+
+def test_a_huge_prompt_is_refused_before_it_queues(server):
+    client = Client(server.url, verbose=False)
+    with pytest.raises(ValidationError) as err:
+        client.predict("a red circle " * 80_000, "", VIDEO, 16, 32, 32, STEPS, 5.0, 0, api_name="/generate")
+    assert f"the prompt has {13 * 80_000} characters; at most {MAX_PROMPT_CHARS} are allowed" in str(
+        err.value
+    )
+    with pytest.raises(ValidationError, match="the negative prompt has"):
+        client.predict("a red circle", "x" * 5000, VIDEO, 16, 32, 32, STEPS, 5.0, 0, api_name="/generate")
+
+
+def test_the_page_shows_no_local_absolute_paths(server, pipeline_dir):
+    with urllib.request.urlopen(server.url + "config", timeout=30) as response:
+        config = response.read().decode()
+    assert pipeline_dir.name in config
+    for local in (str(pipeline_dir), str(pipeline_dir.parent), str(server.cwd)):
+        assert local not in config
+
+
+@pytest.fixture(scope="module")
+def limited_server(pipeline_dir, tmp_path_factory):
+    """A demo with tight limits: 2 requests per client, 8 s per request, a 1-byte output budget."""
+    cwd = tmp_path_factory.mktemp("limited")
+    options = [
+        "--max-per-client",
+        "2",
+        "--timeout",
+        "8",
+        "--max-steps",
+        "5000",
+        "--max-output-mb",
+        "0.000001",
+    ]
+    srv = Server(
+        ["--checkpoint", str(pipeline_dir), "--no-jit", "--output-dir", str(cwd / "out"), *options], cwd
+    )
+    yield srv
+    srv.stop()
+
+
+def test_one_client_gets_its_share_of_the_queue_and_old_outputs_go(limited_server):
+    jobs = [
+        Client(limited_server.url, verbose=False).submit(
+            f"a red circle {i}", "", VIDEO, 16, 32, 32, 40, 5.0, i, api_name="/generate"
+        )
+        for i in range(3)
+    ]
+    outcomes = []
+    for job in jobs:
+        try:
+            outcomes.append(job.result(timeout=300)[3])
+        except ValidationError as err:
+            outcomes.append(err)
+    refused = [o for o in outcomes if isinstance(o, ValidationError)]
+    assert len(refused) == 1, outcomes  # the third request of one address, while two wait or run
+    assert "you already have 2 requests waiting or running" in str(refused[0])
+    assert all(str(o).startswith("**Done:**") for o in outcomes if o not in refused)
+    # once they finished, the same client is served again
+    status = Client(limited_server.url, verbose=False).predict(
+        "a blue square", "", VIDEO, 16, 32, 32, STEPS, 5.0, 7, api_name="/generate"
+    )[3]
+    assert "'a blue square'" in status
+    # a 1-byte budget keeps only the newest result in the output folder
+    results = sorted((limited_server.cwd / "out").iterdir())
+    assert [path.name for path in results] == ["0003-a-blue-square-seed7.mp4"]
+
+
+def test_a_request_over_the_time_limit_is_stopped_with_a_message(limited_server):
+    client = Client(limited_server.url, verbose=False)
+    start = time.monotonic()
+    with pytest.raises(AppError) as err:
+        client.predict("a red circle", "", VIDEO, 24, 48, 48, 5000, 5.0, 0, api_name="/generate")
+    assert time.monotonic() - start < 60  # 5000 steps would take minutes
+    message = str(err.value)
+    assert "stopped at sampling step" in message and "this server allows 8 s per request" in message
+    status = client.predict("a red circle", "", VIDEO, 16, 32, 32, STEPS, 5.0, 0, api_name="/generate")[3]
+    assert status.startswith("**Done:**")  # the server goes on serving

@@ -21,6 +21,10 @@ _EXPORTS = {
     "Result": "mg_demo.generation",
     "locate_pipeline": "mg_demo.locate",
     "quickstart_candidates": "mg_demo.locate",
+    "ClientShare": "mg_demo.limits",
+    "OutputDirError": "mg_demo.outputs",
+    "check_output_dir": "mg_demo.outputs",
+    "prune_outputs": "mg_demo.outputs",
 }
 
 __all__ = ["__version__", *_EXPORTS]

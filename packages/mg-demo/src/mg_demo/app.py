@@ -13,6 +13,8 @@ from typing import Any
 import gradio as gr
 
 from mg_demo.generation import IMAGE, MAX_CFG, MODES, VIDEO, Generator, RequestError, random_seed
+from mg_demo.limits import DEFAULT_PER_CLIENT, ClientShare
+from mg_demo.outputs import public_path
 from mg_demo.serving import TITLE
 
 log = logging.getLogger("mg_demo")
@@ -29,12 +31,30 @@ HISTORY_KEYS = (
     "cfg_scale",
     "seed",
 )
+# Which form field a refusal belongs to (the validator shows it there), by how RequestError messages begin.
+FIELD_OF_MESSAGE = (
+    ("the negative prompt", "negative_prompt"),
+    ("mode", "mode"),
+    ("frames", "frames"),
+    ("a video needs", "frames"),
+    ("height", "height"),
+    ("width", "width"),
+    ("steps", "steps"),
+    ("cfg scale", "cfg_scale"),
+    ("seed", "seed"),
+)
+
+
+def client_of(request: gr.Request | None) -> str:
+    """The address a request came from: the unit of the per-client queue share ("local" for direct calls)."""
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None) or "local"
 
 
 def _describe(generator: Generator) -> str:
     info, lim = generator.info, generator.limits()
     height, width = info.size
-    where = f"`{generator.checkpoint}`" if generator.checkpoint else "a pipeline in memory"
+    where = f"`{public_path(generator.checkpoint)}`" if generator.checkpoint else "a pipeline in memory"
     return (
         f"# {TITLE}\n"
         f"Text to video and text to image with {where}: trained on {info.frames} frames at "
@@ -47,8 +67,40 @@ def _describe(generator: Generator) -> str:
 class DemoHandlers:
     """The app's event functions, kept apart from the layout so tests can call them directly."""
 
-    def __init__(self, generator: Generator):
+    def __init__(self, generator: Generator, share: ClientShare | None = None):
         self.generator = generator
+        self.share = share or ClientShare(expire_after=generator.timeout)
+
+    def admit(
+        self,
+        prompt,
+        negative_prompt,
+        mode,
+        frames,
+        height,
+        width,
+        steps,
+        cfg_scale,
+        seed,
+        history,
+        request: gr.Request = None,
+    ) -> list[dict[str, Any]]:
+        """Gradio's validator for the queued generation: runs when a request asks to join the queue (browser or
+        API), so a refused request never takes a slot. Checks the settings and the client's share of the queue;
+        a refusal is shown on the field it concerns."""
+        fields = [*HISTORY_KEYS, "history"]
+        try:
+            self.generator.request(
+                prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed
+            )
+            self.share.admit(client_of(request))
+        except RequestError as err:
+            message = str(err)
+            field = next(
+                (name for start, name in FIELD_OF_MESSAGE if message.lower().startswith(start)), "prompt"
+            )
+            return [gr.validate(name != field, message if name == field else "") for name in fields]
+        return [gr.validate(True, "") for _ in fields]
 
     def check(self, prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed) -> None:
         """Refuse an impossible request at once, with the reason in the UI."""
@@ -71,16 +123,19 @@ class DemoHandlers:
         cfg_scale: float,
         seed: int,
         history: list[dict[str, Any]] | None,
+        http_request: gr.Request = None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio finds the tracker by this default)
     ) -> tuple[Any, ...]:
         """Generate one video or image; returns (video, image, download, status, gallery, history). The
         output components' visibility follows the mode selector (`show_mode`)."""
+        client = client_of(http_request)
+        admitted = self.share.start(client)
         try:
             request = self.generator.request(
                 prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed
             )
             result = self.generator.generate(
-                request, progress=lambda fraction, desc: progress(fraction, desc=desc)
+                request, progress=lambda fraction, desc: progress(fraction, desc=desc), admitted=admitted
             )
         except RequestError as err:
             raise gr.Error(str(err), title="Cannot generate this", print_exception=False) from None
@@ -91,6 +146,8 @@ class DemoHandlers:
                 title="Generation failed",
                 print_exception=False,
             ) from None
+        finally:
+            self.share.finish(client)
         entry = {"path": str(result.path), "caption": result.caption(), "settings": result.settings()}
         history = [entry, *(history or [])]
         is_image = request.mode == IMAGE
@@ -119,12 +176,16 @@ class DemoHandlers:
         return tuple(values[key] for key in HISTORY_KEYS)
 
 
-def build_app(generator: Generator) -> gr.Blocks:
+def build_app(generator: Generator, max_per_client: int = DEFAULT_PER_CLIENT) -> gr.Blocks:
     """The demo for one pipeline. Run it with `mg_demo.serving.serve(app, ...)` (queue, one generation at a
-    time)."""
+    time, at most `max_per_client` requests of one client address waiting or running)."""
     info, lim, default = generator.info, generator.limits(), generator.defaults()
-    handlers = DemoHandlers(generator)
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+    handlers = DemoHandlers(generator, ClientShare(max_per_client, expire_after=generator.timeout))
+    # Gradio keeps its own copy of every file it served: forget those on the output folder's schedule.
+    keep_seconds = max(60, int(generator.keep_hours * 3600))
+    with gr.Blocks(
+        title=TITLE, analytics_enabled=False, delete_cache=(min(3600, keep_seconds), keep_seconds)
+    ) as app:
         gr.Markdown(_describe(generator))
         with gr.Row():
             with gr.Column(scale=1):
@@ -207,6 +268,7 @@ def build_app(generator: Generator) -> gr.Blocks:
             [*form, history],
             [video, image, download, status, gallery, history],
             api_name="generate",
+            validator=handlers.admit,
             concurrency_limit=1,
             concurrency_id="generate",
             show_progress_on=[video, image],

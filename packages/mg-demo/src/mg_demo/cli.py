@@ -6,9 +6,12 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from mg_demo.limits import DEFAULT_PER_CLIENT, DEFAULT_TIMEOUT
 from mg_demo.locate import CREATE_COMMAND, QUICKSTART_ENV
+from mg_demo.outputs import DEFAULT_KEEP_HOURS, DEFAULT_MAX_OUTPUT_MB, OutputDirError, check_output_dir
 
 
 def parse_bool(text: str) -> bool:
@@ -18,6 +21,21 @@ def parse_bool(text: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type: `kind` of the text, refused unless greater than zero."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,13 +74,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output-dir",
         metavar="DIR",
-        help="where generated mp4/png files are written (default: a new temporary folder)",
+        help="where generated mp4/png files are written, all of it downloadable from the page, so not a home or "
+        "system folder (default: a new temporary folder)",
+    )
+    parser.add_argument(
+        "--keep-hours",
+        type=positive(float),
+        default=DEFAULT_KEEP_HOURS,
+        help=f"delete results older than this (default: {DEFAULT_KEEP_HOURS:g})",
+    )
+    parser.add_argument(
+        "--max-output-mb",
+        type=positive(float),
+        default=DEFAULT_MAX_OUTPUT_MB,
+        help=f"delete the oldest results beyond this total size (default: {DEFAULT_MAX_OUTPUT_MB:g})",
     )
     parser.add_argument(
         "--queue-size",
         type=int,
         default=100,
         help="requests that may wait in the queue at once; later ones are told the queue is full (default: 100)",
+    )
+    parser.add_argument(
+        "--max-per-client",
+        type=positive(int),
+        default=DEFAULT_PER_CLIENT,
+        help=f"requests one client address may have waiting or running at once (default: {DEFAULT_PER_CLIENT})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive(float),
+        default=DEFAULT_TIMEOUT,
+        help="seconds a request may take from joining the queue to its file; a longer one is stopped at the next "
+        f"sampling step (default: {DEFAULT_TIMEOUT:g})",
     )
     parser.add_argument(
         "--max-steps",
@@ -85,8 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mg_demo.locate import locate_pipeline
 
     try:
+        if args.output_dir is not None:
+            check_output_dir(args.output_dir)
         located = locate_pipeline(args.checkpoint)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, OutputDirError) as err:
         print(f"mg-demo: {err}", file=sys.stderr)
         return 2
 
@@ -110,10 +156,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"mg-demo: loading {located.pipeline} on {device}", flush=True)
     pipeline = MovieGenPipeline.from_pretrained(located.pipeline, jit=not args.no_jit)
     output_dir = args.output_dir or tempfile.mkdtemp(prefix="mg-demo-")
-    generator = Generator(pipeline, output_dir, max_steps=args.max_steps, checkpoint=located.pipeline)
+    generator = Generator(
+        pipeline,
+        output_dir,
+        max_steps=args.max_steps,
+        checkpoint=located.pipeline,
+        keep_hours=args.keep_hours,
+        max_output_mb=args.max_output_mb,
+        timeout=args.timeout,
+    )
     print(f"mg-demo: results go to {generator.output_dir}", flush=True)
     serve(
-        build_app(generator),
+        build_app(generator, max_per_client=args.max_per_client),
         args.host,
         args.port,
         args.share,

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from mg_demo.limits import DEFAULT_TIMEOUT, check_prompt_length
+from mg_demo.outputs import DEFAULT_KEEP_HOURS, DEFAULT_MAX_OUTPUT_MB, check_output_dir, prune_outputs
 from mg_train.pipeline import MovieGenPipeline, RequestError, save_media, slugify
 
 VIDEO, IMAGE = "Video", "Image"
@@ -98,7 +100,11 @@ def _integer(name: str, value: Any) -> int:
 
 
 class Generator:
-    """Serves generation requests with one pipeline, one at a time, writing results under `output_dir`."""
+    """Serves generation requests with one pipeline, one at a time, writing results under `output_dir`.
+
+    `output_dir` may not be a home or system folder (it is served as a whole); results older than `keep_hours`
+    are deleted, and the oldest ones beyond `max_output_mb`; a request running longer than `timeout` seconds
+    (counted from when it was admitted, queue time included) is stopped at the next sampling step."""
 
     def __init__(
         self,
@@ -106,11 +112,17 @@ class Generator:
         output_dir: str | Path,
         max_steps: int = MAX_STEPS,
         checkpoint: str | Path | None = None,
+        keep_hours: float = DEFAULT_KEEP_HOURS,
+        max_output_mb: float = DEFAULT_MAX_OUTPUT_MB,
+        timeout: float = DEFAULT_TIMEOUT,
     ):
         self.pipeline = pipeline
-        self.output_dir = Path(output_dir)
+        self.output_dir = check_output_dir(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.max_steps = max_steps
+        self.keep_hours = keep_hours
+        self.max_output_mb = max_output_mb
+        self.timeout = timeout
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self._lock = threading.Lock()  # MindSpore work is not re-entrant: one request at a time
         self._count = 0
@@ -147,6 +159,8 @@ class Generator:
     ) -> Request:
         """Validate raw UI/API values into a Request; anything the model cannot do raises RequestError with a
         message meant for the user (which setting, what was given, what is allowed)."""
+        check_prompt_length("prompt", prompt)
+        check_prompt_length("negative prompt", negative_prompt)
         if not isinstance(prompt, str) or not prompt.strip():
             raise RequestError("type a prompt first")
         prompt = prompt.strip()
@@ -179,11 +193,25 @@ class Generator:
             raise RequestError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
         return Request(prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed)
 
-    def frames_for(self, request: Request, progress: ProgressFn | None = None) -> np.ndarray:
-        """(T, H, W, 3) uint8 for a validated request: exactly `pipeline.generate` for its prompt and seed."""
+    def frames_for(
+        self, request: Request, progress: ProgressFn | None = None, admitted: float | None = None
+    ) -> np.ndarray:
+        """(T, H, W, 3) uint8 for a validated request: exactly `pipeline.generate` for its prompt and seed.
+        `admitted` (time.monotonic() when the request joined the queue; default now) starts its time limit."""
         report = progress or (lambda fraction, desc: None)
+        admitted = time.monotonic() if admitted is None else admitted
+
+        def check_time(where: str) -> None:
+            spent = time.monotonic() - admitted
+            if spent > self.timeout:
+                raise RequestError(
+                    f"stopped {where} after {spent:.0f} s: this server allows {self.timeout:g} s per request "
+                    "(queue time included); try fewer steps or frames, a smaller size, or again later"
+                )
 
         def on_stage(stage: str, done: int, total: int) -> None:
+            where = {"text": "while encoding the prompt", "decode": "while decoding"}
+            check_time(where.get(stage, f"at sampling step {done}/{total}"))
             if stage == "text":
                 report(0.05 * done / max(total, 1), "Encoding the prompt")
             elif stage == "denoise":
@@ -192,6 +220,7 @@ class Generator:
                 report(0.9 + 0.08 * done / max(total, 1), "Decoding with the autoencoder")
 
         with self._lock:
+            check_time("before starting (waiting in the queue)")
             videos = self.pipeline.generate(
                 [request.prompt],
                 negative_prompt=request.negative_prompt or None,
@@ -204,10 +233,13 @@ class Generator:
             )
         return videos[0]
 
-    def generate(self, request: Request, progress: ProgressFn | None = None) -> Result:
-        """Generate and write `<index>-<prompt>-seed<seed>.mp4` (or .png for an image) under output_dir."""
+    def generate(
+        self, request: Request, progress: ProgressFn | None = None, admitted: float | None = None
+    ) -> Result:
+        """Generate and write `<index>-<prompt>-seed<seed>.mp4` (or .png for an image) under output_dir, then
+        delete results beyond the folder's age and size budget."""
         start = time.perf_counter()
-        video = self.frames_for(request, progress)
+        video = self.frames_for(request, progress, admitted)
         with self._lock:
             self._count += 1
             index = self._count
@@ -215,6 +247,7 @@ class Generator:
             progress(0.98, "Writing the image" if request.mode == IMAGE else "Writing the video")
         stem = f"{index:04d}-{slugify(request.prompt, limit=40)}-seed{request.seed}"
         (path,) = save_media(video[None], self.output_dir, [stem], fps=self.info.fps)
+        prune_outputs(self.output_dir, self.keep_hours * 3600, self.max_output_mb * 2**20, keep=path)
         if progress:
             progress(1.0, "Done")
         return Result(index, path, request, time.perf_counter() - start)

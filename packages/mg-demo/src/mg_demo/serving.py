@@ -12,6 +12,7 @@ from pathlib import Path
 import gradio as gr
 
 from mg_demo.locate import CREATE_COMMAND
+from mg_demo.outputs import public_path
 
 TITLE = "mg · Movie Gen Video demo"
 # System fonts only: Gradio's default theme fetches Google Fonts, which offline machines cannot reach.
@@ -22,12 +23,12 @@ THEME = gr.themes.Default(
 
 def missing_checkpoint_app(searched: Sequence[Path]) -> gr.Blocks:
     """The page shown when no checkpoint was given and the quickstart has not produced one."""
-    places = "\n".join(f"- `{path}`" for path in searched)
+    places = "\n".join(f"- `{public_path(path)}`" for path in searched)  # no local absolute paths on the page
     text = f"""# {TITLE}
 
 ## No checkpoint to serve yet
 
-The demo needs a trained pipeline and found none. It looked in:
+The demo needs a trained pipeline and found none. It looked in (relative to the folder it was started in):
 
 {places}
 
