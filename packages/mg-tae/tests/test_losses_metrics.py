@@ -165,3 +165,34 @@ def test_metric_shape_errors():
         metrics.psnr(np.zeros((1, 3, 2, 8, 8)), np.zeros((1, 3, 1, 8, 8)))
     with pytest.raises(ValueError, match=r"\(B, C, T, H, W\)"):
         metrics.ssim(np.zeros((8, 8)), np.zeros((8, 8)))
+
+
+def _moving_square(frames: int = 16, speed: int = 2) -> np.ndarray:
+    """(1, 3, T, 32, 48) in [-1, 1]: a white 8x8 square moving right `speed` pixels a frame on black."""
+    clip = np.full((1, 3, frames, 32, 48), -1.0, np.float32)
+    for t in range(frames):
+        clip[:, :, t, 12:20, 2 + speed * t : 10 + speed * t] = 1.0
+    return clip
+
+
+def test_largest_step_share_tells_smooth_motion_from_static_then_jump():
+    smooth = _moving_square()
+    # every step uncovers one 2x8 strip and covers another (each pixel changes by 1 on the [0, 1] scale)
+    np.testing.assert_allclose(metrics.frame_changes(smooth)[0], np.full(15, 2 * (2 * 8) / (32 * 48)))
+    np.testing.assert_allclose(metrics.largest_step_share(smooth), [1 / 15])
+    # a decoder that repeats each latent frame's first frame over its 8 frames: one change, between the groups
+    repeated = smooth[:, :, [8 * (t // 8) for t in range(16)]]
+    np.testing.assert_allclose(metrics.largest_step_share(repeated), [1.0])
+    still = np.zeros((2, 3, 16, 8, 8), np.float32)
+    assert np.isnan(metrics.largest_step_share(still)).all()  # nothing moves: no share
+    clips = np.concatenate([smooth, repeated])
+    np.testing.assert_allclose(metrics.largest_step_share(clips), [1 / 15, 1.0])
+    np.testing.assert_allclose(metrics.largest_step_share(smooth[0]), [1 / 15])  # (C, T, H, W) too
+
+
+def test_scores_by_position_within_a_latent_frame():
+    scores = np.arange(32, dtype=float)  # two clips of 16 frames, concatenated
+    by_position = metrics.by_position(scores, frames_per_clip=16, group=8)
+    # position p: frames p, p + 8 of clip one (p, p + 8) and of clip two (16 + p, 24 + p)
+    np.testing.assert_allclose(by_position, [np.mean([p, p + 8, 16 + p, 24 + p]) for p in range(8)])
+    assert np.isnan(metrics.by_position(np.ones(4), frames_per_clip=4, group=8)[4:]).all()

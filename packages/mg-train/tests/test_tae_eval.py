@@ -13,7 +13,7 @@ from mindspore import Tensor
 from numpy.lib.stride_tricks import sliding_window_view
 
 from mg_data import make_synthetic_dataset, read_video, to_model_layout, to_uint8_frames
-from mg_tae import LPIPS, TemporalAutoencoder
+from mg_tae import LPIPS, TAEConfig, TemporalAutoencoder
 from mg_train import tae_eval
 from mg_train.config.loader import ConfigError, load_config
 from mg_train.config.schema import TAEEvalConfig
@@ -145,3 +145,50 @@ def test_bad_inputs_fail_before_any_work(synth, run_dir, tmp_path, overrides, me
         tae_eval.run(cfg)
     assert not (tmp_path / "out").exists()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def moving_clips(tmp_path_factory):
+    """Synthetic 64 px clips of 16 frames (two latent frames): one shape moving steadily over a texture."""
+    return make_synthetic_dataset(tmp_path_factory.mktemp("moving"), n=4, seed=2, size=64, num_frames=16)
+
+
+@pytest.mark.parametrize(("parts", "repeats"), [(1, True), (4, False)])
+def test_motion_metrics_catch_a_tae_that_repeats_each_latent_frame(moving_clips, tmp_path, parts, repeats):
+    """A TAE that is its pixel shortcut alone (zero output convolutions): with one time part it repeats each
+    latent frame's block means over its 8 frames (static, then a jump), with four it moves them frame by frame.
+    tae-eval's motion numbers must tell the two apart; PSNR alone does not."""
+    config = TAEConfig.tiny(pixel_shortcut=True, pixel_shortcut_time_parts=parts)
+    model = TemporalAutoencoder(config, seed=0)
+    for p in model.trainable_params():
+        if ".conv_out." in f".{p.name}":
+            p.set_data(Tensor(np.zeros(p.shape, np.float32)))
+    model.save_pretrained(tmp_path / "run" / "tae")
+    metrics = tae_eval.run(
+        load_config(
+            TAEEvalConfig,
+            None,
+            [
+                "frames=16",
+                "size=[64, 64]",
+                f"checkpoint={tmp_path / 'run'}",
+                f"manifest={moving_clips.train_manifest}",
+                f"output_dir={tmp_path / 'eval'}",
+                "save_videos=0",
+            ],
+        )
+    )
+    assert metrics["input_largest_step_share"] < 0.25  # the clips themselves move smoothly
+    if repeats:
+        assert metrics["largest_step_share"] > 0.9
+    else:
+        assert metrics["largest_step_share"] < 0.3
+    by_position = metrics["psnr_by_position"]
+    assert len(by_position) == 8 and all(np.isfinite(by_position))
+    # recomputed independently for one clip: frame-to-frame change of the reconstruction
+    x = to_model_layout(read_video(moving_clips.train_manifest.parent / metrics["per_video"][0]["video"]))
+    recon = model.decode(model.encode(Tensor(x[None])).mean).asnumpy()[0]
+    changes = np.abs(np.diff((np.clip(recon, -1, 1) + 1) / 2, axis=1)).mean(axis=(0, 2, 3))
+    assert metrics["per_video"][0]["largest_step_share"] == pytest.approx(
+        changes.max() / changes.sum(), rel=1e-4
+    )

@@ -411,7 +411,9 @@ class ClipAnalysis:
     of all saturated pixels, `shape` the best match of its outline (None if too small), `direction` the dominant axis of its
     centre's motion ('none' when it moved less than `min_travel` of the frame), `displacement` (dx, dy) in
     pixels from the first to the last frame along a least-squares line, `coverage` the mean fraction of a frame
-    the colour covers.
+    the colour covers, `largest_step_share` the share of the centre's path (frame to frame) covered by its largest
+    step: about 1/(T-1) for smooth motion, 1.0 for a shape that stands still and jumps once (NaN when the centre
+    moves less than half a pixel in all or is found in fewer than two frames).
     """
 
     color: str | None
@@ -420,6 +422,7 @@ class ClipAnalysis:
     direction: str
     displacement: tuple[float, float]
     coverage: float
+    largest_step_share: float = float("nan")
 
     def matches(
         self, color: str | None = None, shape: str | None = None, direction: str | None = None
@@ -541,4 +544,12 @@ def analyze_clip(
         direction=direction,
         displacement=(dx, dy),
         coverage=float(mask.mean()),
+        largest_step_share=_largest_step_share(cxs, cys),
     )
+
+
+def _largest_step_share(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Largest frame-to-frame step of a tracked centre over its whole path (NaN under half a pixel of path)."""
+    steps = np.hypot(np.diff(np.asarray(xs, np.float64)), np.diff(np.asarray(ys, np.float64)))
+    path = float(steps.sum())
+    return float(steps.max() / path) if steps.size and path >= 0.5 else float("nan")

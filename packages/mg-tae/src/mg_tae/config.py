@@ -49,6 +49,10 @@ class TAEConfig:
     # added to the latent means and read back by the decoder, so flat colours pass from the first training step.
     # Not part of SD3.5 / Movie Gen (False for their weights); for TAEs trained from scratch (the quickstart).
     pixel_shortcut: bool = False
+    # Time parts P of the shortcut: each latent cell carries P means of 8/P consecutive frames, decoded linearly
+    # in time, so motion inside a latent frame survives; None: as many as the latent channels hold (16 latent
+    # channels, RGB: 4). 1 is the mg-tae <= 0.3 shortcut (one mean repeated over 8 frames, which cannot move).
+    pixel_shortcut_time_parts: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -75,6 +79,20 @@ class TAEConfig:
     @property
     def temporal_compression(self) -> int:
         return 2 ** len(self.temporal_downsample_levels)
+
+    @property
+    def shortcut_time_parts(self) -> int:
+        """The pixel shortcut's time parts: the configured number, else the largest power of two that divides
+        the temporal compression and fits in_channels times into the latent channels."""
+        if self.pixel_shortcut_time_parts is not None:
+            return int(self.pixel_shortcut_time_parts)
+        parts = 1
+        while (
+            self.temporal_compression % (2 * parts) == 0
+            and 2 * parts * self.in_channels <= self.latent_channels
+        ):
+            parts *= 2
+        return parts
 
     def validate(self) -> None:
         """Raise ValueError naming the field when the configuration cannot build a model."""
@@ -112,6 +130,17 @@ class TAEConfig:
                 "TAEConfig.pixel_shortcut needs in_channels == out_channels <= latent_channels, got "
                 f"{self.in_channels}, {self.out_channels} and {self.latent_channels}"
             )
+        parts = self.pixel_shortcut_time_parts
+        if parts is not None and (
+            int(parts) < 1
+            or self.temporal_compression % int(parts)
+            or (self.pixel_shortcut and int(parts) * self.in_channels > self.latent_channels)
+        ):
+            raise ValueError(
+                f"TAEConfig.pixel_shortcut_time_parts must be a positive divisor of the temporal compression "
+                f"{self.temporal_compression} with parts x in_channels <= latent_channels={self.latent_channels}, "
+                f"got {parts}"
+            )
         if self.conv_backend not in BACKENDS:
             raise ValueError(f"TAEConfig.conv_backend must be one of {BACKENDS}, got {self.conv_backend!r}")
 
@@ -130,6 +159,8 @@ class TAEConfig:
             raise ValueError(
                 f"{source}: unknown TAEConfig fields {unknown}; expected a subset of {sorted(known)}"
             )
+        if data.get("pixel_shortcut") and "pixel_shortcut_time_parts" not in data:
+            data = {**data, "pixel_shortcut_time_parts": 1}  # saved by mg-tae <= 0.3: its one-part shortcut
         return cls(**data)
 
     def save(self, path: str | Path) -> None:

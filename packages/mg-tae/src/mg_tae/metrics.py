@@ -75,3 +75,38 @@ def ssim_per_frame(pred, target, quantize: bool = False, win_size: int = 7) -> n
 def ssim(pred, target, quantize: bool = False) -> float:
     """Mean over frames of the per-frame SSIM (scikit-image's default settings, channels averaged)."""
     return float(ssim_per_frame(pred, target, quantize).mean())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Motion: does the reconstruction move when the input does, or stand still for a latent frame and then jump?
+
+
+def frame_changes(video) -> np.ndarray:
+    """(B, T-1) mean absolute difference between consecutive frames (all channels, on the [0, 1] scale)."""
+    a = video.asnumpy() if hasattr(video, "asnumpy") else np.asarray(video)
+    frames = _frames(a, quantize=False)
+    b, t = (1, a.shape[1]) if a.ndim == 4 else (a.shape[0], a.shape[2])
+    frames = frames.reshape(b, t, -1)
+    return np.abs(np.diff(frames, axis=1)).mean(-1)
+
+
+def largest_step_share(video, min_change: float = 1e-4) -> np.ndarray:
+    """(B,) share of all frame-to-frame change carried by the largest single step, per clip: a flow-free motion
+    proxy. Smooth motion over T frames spreads the change (about 1 / (T - 1)); a decoder that repeats each latent
+    frame's content over its 8 frames puts all of it into the steps between latent frames (1.0 for two latent
+    frames). NaN for a clip whose mean change per step is below `min_change` (nothing moves)."""
+    changes = frame_changes(video)
+    total = changes.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = changes.max(-1, initial=0.0) / total
+    return np.where(total / max(changes.shape[-1], 1) >= min_change, share, np.nan)
+
+
+def by_position(per_frame: np.ndarray, frames_per_clip: int, group: int = 8) -> np.ndarray:
+    """(group,) mean of per-frame scores (clips' frames concatenated) by position within a latent frame
+    (t mod group): "static then jump" shows as high scores at one position and low ones at the others."""
+    scores = np.asarray(per_frame, np.float64).reshape(-1, frames_per_clip)
+    positions = np.arange(frames_per_clip) % group
+    return np.array(
+        [scores[:, positions == p].mean() if (positions == p).any() else np.nan for p in range(group)]
+    )

@@ -310,6 +310,10 @@ def _same(x):
     return x
 
 
+def _first(x, *_):
+    return x
+
+
 def upsample_time(x):
     """Nearest-neighbour x2 in T on (B, T, H, W, C)."""
     b, t, h, w, c = x.shape
@@ -454,7 +458,11 @@ def _shortcut(config: TAEConfig) -> PixelShortcut | None:
     if not config.pixel_shortcut:
         return None
     return PixelShortcut(
-        config.in_channels, config.latent_channels, config.spatial_compression, config.temporal_compression
+        config.in_channels,
+        config.latent_channels,
+        config.spatial_compression,
+        config.temporal_compression,
+        config.shortcut_time_parts,
     )
 
 
@@ -558,13 +566,20 @@ class TemporalAutoencoder(nn.Cell):
 
     def decode_frames(self, z):
         """Latents (B, C', T', h, w) -> all 8 T' decoded frames (B, C, 8 T', 8 h, 8 w)."""
-        y = self.decoder(ops.transpose(z.astype(ms.float32), (0, 2, 3, 4, 1)))
-        y = ops.transpose(y, (0, 4, 1, 2, 3))
-        return (_same, self._repeat_decoded_frame)[_is_single_frame(z.shape[2])](y)
+        latents = ops.transpose(z.astype(ms.float32), (0, 2, 3, 4, 1))
+        y = ops.transpose(self.decoder(latents), (0, 4, 1, 2, 3))
+        return (_first, self._repeat_decoded_frame)[_is_single_frame(z.shape[2])](y, latents)
 
-    def _repeat_decoded_frame(self, y):
-        # The decoder computes a single latent frame's clip once (see UpBlock); its 8 frames are equal.
-        return ops.tile(y, (1, 1, self.config.temporal_compression, 1, 1))
+    def _repeat_decoded_frame(self, y, latents):
+        """The decoder computes a single latent frame's clip once (see UpBlock): its 8 frames are that frame, plus,
+        with a multi-part pixel shortcut, the motion its parts carry (the decoder added their mean)."""
+        t = self.config.temporal_compression
+        frames = ops.tile(y, (1, 1, t, 1, 1))
+        shortcut = self.decoder.shortcut
+        if shortcut is None or shortcut.time_parts == 1:
+            return frames
+        motion = shortcut.decode(latents, t) - shortcut.decode(latents, 1)  # (B, 8, H, W, C) minus the mean
+        return frames + ops.transpose(motion, (0, 4, 1, 2, 3))
 
     def construct(self, x, noise=None):
         moments = self.encode_moments(x)

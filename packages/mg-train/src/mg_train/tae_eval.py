@@ -21,7 +21,7 @@ from mindspore import Tensor
 from mg_data import VideoDataset, is_image_path, load_manifest, to_uint8_frames, write_image, write_video
 from mg_data.atomic import write_text
 from mg_tae import LPIPS, TAEConfig, TemporalAutoencoder
-from mg_tae.metrics import psnr_per_frame, ssim_per_frame
+from mg_tae.metrics import by_position, largest_step_share, psnr_per_frame, ssim_per_frame
 from mg_train.config.loader import ConfigError
 from mg_train.config.schema import TAEEvalConfig
 from mg_train.paths import resolve_model_dir
@@ -92,6 +92,11 @@ def run(cfg: TAEEvalConfig) -> dict:
 
     per_video, skipped = [], []
     sums = {"psnr": 0.0, "ssim": 0.0, "lpips": 0.0, "frames": 0}
+    group = model.config.temporal_compression
+    positions = {
+        "psnr": [],
+        "ssim": [],
+    }  # per clip: the mean score at each frame position within a latent frame
     progress = Progress(count, "tae-eval", every=max(1, count // 20))
     for i in range(count):
         row = manifest[i]
@@ -110,7 +115,12 @@ def run(cfg: TAEEvalConfig) -> dict:
             "psnr": float(frame_psnr.mean()),
             "ssim": float(frame_ssim.mean()),
             "lpips": None,
+            # share of the frame-to-frame change in the largest step (mg_tae.metrics.largest_step_share)
+            "largest_step_share": _finite_or_none(largest_step_share(recon[None])[0]),
+            "input_largest_step_share": _finite_or_none(largest_step_share(video[None])[0]),
         }
+        positions["psnr"].append(by_position(frame_psnr, len(frame_psnr), group))
+        positions["ssim"].append(by_position(frame_ssim, len(frame_ssim), group))
         sums["psnr"] += float(frame_psnr.sum())
         sums["ssim"] += float(frame_ssim.sum())
         sums["frames"] += len(frame_psnr)
@@ -133,6 +143,13 @@ def run(cfg: TAEEvalConfig) -> dict:
         "ssim": sums["ssim"] / frames if frames else math.nan,
         "lpips": (sums["lpips"] / frames if frames else math.nan) if lpips is not None else None,
         "lpips_note": None if lpips is not None else "LPIPS not computed: no lpips_weights given",
+        # motion: median over clips of the largest step's share of all frame-to-frame change (smooth motion over
+        # T frames ~1/(T-1); a decoder that repeats each latent frame's content over its frames ~1.0)
+        "largest_step_share": _median(entry["largest_step_share"] for entry in per_video),
+        "input_largest_step_share": _median(entry["input_largest_step_share"] for entry in per_video),
+        # mean PSNR / SSIM at each frame position within a latent frame (0 .. temporal compression - 1)
+        "psnr_by_position": _mean_rows(positions["psnr"]),
+        "ssim_by_position": _mean_rows(positions["ssim"]),
         "num_videos": len(per_video),
         "num_frames": frames,
         "skipped": skipped,
@@ -149,10 +166,32 @@ def run(cfg: TAEEvalConfig) -> dict:
     lpips_text = f"LPIPS {metrics['lpips']:.4f}" if lpips is not None else metrics["lpips_note"]
     print(
         f"tae-eval: {len(per_video)} clips ({frames} frames), PSNR {metrics['psnr']:.2f} dB, "
-        f"SSIM {metrics['ssim']:.4f}, {lpips_text}; {len(skipped)} skipped; wrote {out / METRICS_FILE}",
+        f"SSIM {metrics['ssim']:.4f}, {lpips_text}; largest frame step {_text(metrics['largest_step_share'])} of all "
+        f"change (input {_text(metrics['input_largest_step_share'])}); {len(skipped)} skipped; "
+        f"wrote {out / METRICS_FILE}",
         flush=True,
     )
     return metrics
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _median(values) -> float | None:
+    finite = [v for v in values if v is not None]
+    return float(np.median(finite)) if finite else None
+
+
+def _mean_rows(rows: list[np.ndarray]) -> list[float | None]:
+    if not rows:
+        return []
+    means = np.nanmean(np.stack(rows), axis=0)
+    return [_finite_or_none(v) for v in means]
+
+
+def _text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _scored_frames(video: np.ndarray, quantize: bool) -> np.ndarray:

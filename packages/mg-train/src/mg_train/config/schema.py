@@ -645,6 +645,9 @@ class QuickstartConfig:
         {"num_layers": 4, "hidden_size": 128, "ffn_size": 352, "num_heads": 4},
         "TransformerConfig overrides of the tiny preset",
     )
-    sample_prompts: int = opt(8, "held-out captions to sample videos for")
+    sample_prompts: int = opt(
+        48,
+        "distinct captions to sample videos for, held-out ones first (48: every colour x shape x direction)",
+    )
     sample_steps: int = opt(30, "sampling steps")
     cfg_scale: float = opt(5.0, "classifier-free guidance scale of the samples")
