@@ -110,6 +110,12 @@ def test_analysis_of_rendered_frames_and_of_a_static_shape():
         ClipSpec("green", "circle", None, (32, 32), 4, 6.0, (16.0, 16.0), (16.0, 16.0), "blobs", 2)
     )
     assert analyze_clip(still).direction == "none"
+    assert np.isnan(analyze_clip(still).largest_step_share)  # the centre does not move: no path to share
+    # the centre moves 36 px in 9 equal steps of 4 px: the largest step is 1/9 of the path; repeating the first
+    # frame of each half (standing still, then one jump of 20 px, then still) puts the whole path in one step
+    assert analysis.largest_step_share == pytest.approx(1 / 9, abs=0.02)
+    halves = frames[[0, 0, 0, 0, 0, 5, 5, 5, 5, 5]]
+    assert analyze_clip(halves).largest_step_share == pytest.approx(1.0)
     grey = np.full((4, 16, 16, 3), 120, np.uint8)
     assert analyze_clip(grey).color is None
     assert set(COLORS) >= {"red", "green", "blue", "yellow"}

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from mg_data import analyze_clip, load_manifest, read_video
+from mg_tae import TAEConfig
 from mg_train import quickstart
 from mg_train.cli import main
 from mg_train.config.loader import ConfigError, load_config
@@ -76,6 +77,8 @@ def test_the_tae_uses_the_pixel_shortcut(toy_run):
         "pixel_shortcut": True
     }
     assert json.loads((out / "tae_run" / "tae" / "config.json").read_text())["pixel_shortcut"] is True
+    # four time parts: the shortcut moves inside a latent frame (one part would repeat each latent frame)
+    assert TAEConfig.load(out / "tae_run" / "tae" / "config.json").shortcut_time_parts == 4
 
 
 def test_clips_start_at_the_edge_behind_their_motion(toy_run):
@@ -95,7 +98,11 @@ def test_report_matches_the_files_on_disk(toy_run):
     out, report = toy_run
     evaluation = json.loads((out / "tae_eval" / "metrics.json").read_text())
     assert report["tae"]["psnr"] == pytest.approx(evaluation["psnr"])
-    truth = {row.caption: row.extra for row in load_manifest(out / "data" / "val.csv").rows}
+    truth = {
+        row.caption: row.extra
+        for name in ("train.csv", "val.csv")
+        for row in load_manifest(out / "data" / name).rows
+    }
     videos = report["samples"]["videos"]
     assert len(videos) == 2
     # the report reads the sampled arrays: sample them again, and check the written mp4s hold them
@@ -104,6 +111,10 @@ def test_report_matches_the_files_on_disk(toy_run):
     for entry, array in zip(videos, sampled, strict=True):
         seen = analyze_clip(array, layout="THWC")
         assert (seen.color, seen.direction) == (entry["seen_color"], entry["seen_direction"])
+        share = entry["largest_step_share"]
+        assert (share is None and np.isnan(seen.largest_step_share)) or share == pytest.approx(
+            seen.largest_step_share
+        )
         assert entry["color_ok"] == (truth[entry["caption"]]["color"] == entry["seen_color"])
         assert entry["direction_ok"] == (truth[entry["caption"]]["direction"] == entry["seen_direction"])
     for entry, array, other in zip(videos, sampled, sampled[::-1], strict=True):
@@ -115,6 +126,17 @@ def test_report_matches_the_files_on_disk(toy_run):
         assert np.abs(frames - array).mean() < np.abs(frames - other).mean()
     accuracy = np.mean([v["color_ok"] for v in videos])
     assert report["samples"]["color_accuracy"] == pytest.approx(accuracy)
+    # the reconstructions' motion: the shape centre read again from every saved side-by-side video
+    comparisons = [entry["comparison"] for entry in evaluation["per_video"]]
+    assert len(comparisons) == len(evaluation["per_video"]) == report["tae"]["reconstructions"]["clips"]
+    shares = [
+        analyze_clip(read_video(path)[:, :, 32:], layout="THWC").largest_step_share for path in comparisons
+    ]
+    finite = [v for v in shares if np.isfinite(v)]
+    seen_share = report["tae"]["reconstructions"]["largest_step_share"]
+    assert seen_share == pytest.approx(float(np.median(finite))) if finite else seen_share is None
+    assert len(report["tae"]["psnr_by_position"]) == 8
+    assert "Motion inside latent frames" in (out / "report.md").read_text()
 
 
 def test_the_copied_pipeline_samples_like_the_run(toy_run, tmp_path):
