@@ -90,6 +90,12 @@ REGISTRY = (
         "tiny TAE train step: hand-written conv backward vs MindSpore autograd",
     ),
     Benchmark(
+        "mg-tae/bench_vs_diffusers",
+        "packages/mg-tae/benchmarks/bench_vs_diffusers.py",
+        ("--sizes", "8x32", "--no-convs"),
+        "SD3.5-sized TAE encode+decode time and peak memory vs diffusers' AutoencoderKL on PyTorch; conv rates",
+    ),
+    Benchmark(
         "mg-transformer/bench_attention",
         "packages/mg-transformer/benchmarks/bench_attention.py",
         ("--seqs", "4096"),
@@ -112,6 +118,12 @@ REGISTRY = (
         "packages/mg-train/benchmarks/bench_loop_memory.py",
         ("--layers", "2", "--hidden", "256", "--ffn", "704", "--heads", "4", "--steps", "2"),
         "peak host memory of mg-train's training loop vs a plain value_and_grad + AdamWeightDecay loop",
+    ),
+    Benchmark(
+        "mg-train/bench_sampling",
+        "packages/mg-train/benchmarks/bench_sampling.py",
+        ("--prompts", "1", "--steps", "2"),
+        "sampling the quickstart's pipeline (8 prompts x 50 steps): compiled vs eager, per stage",
     ),
     Benchmark(
         "mg-train/bench_memory_ranks",

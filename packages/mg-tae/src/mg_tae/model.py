@@ -37,7 +37,7 @@ from mg_tae.conv import (
     temporal_conv3_stride2_rows_fast,
 )
 from mg_tae.shortcut import PixelShortcut
-from mg_tae.speed import warn_if_slow_convolution
+from mg_tae.speed import prefer_synchronous_launch, warn_if_slow_convolution
 
 _BMM_TB = ops.BatchMatMul(transpose_b=True)
 
@@ -99,6 +99,12 @@ class SpatialConv(nn.Cell):
         else:
             y = conv3x3_stride2_rows_fast(frames, self.weight, self.bias)
         return y.reshape(b, t, y.shape[1], y.shape[2], y.shape[3])
+
+
+@constexpr
+def _index(flag: bool) -> int:
+    """1 for True, 0 for False: an index into a pair of methods (graph-safe)."""
+    return 1 if flag else 0
 
 
 @constexpr
@@ -564,21 +570,29 @@ class TemporalAutoencoder(nn.Cell):
         h = self.encoder(ops.transpose(x.astype(ms.float32), (0, 2, 3, 4, 1)))
         return ops.transpose(h, (0, 4, 1, 2, 3))
 
-    def decode_frames(self, z):
-        """Latents (B, C', T', h, w) -> all 8 T' decoded frames (B, C, 8 T', 8 h, 8 w)."""
+    def decode_frames(self, z, image: bool = False):
+        """Latents (B, C', T', h, w) -> all 8 T' decoded frames (B, C, 8 T', 8 h, 8 w). `image`: z encodes one
+        frame, whose decoded frame is wanted (no motion from a multi-part pixel shortcut)."""
         latents = ops.transpose(z.astype(ms.float32), (0, 2, 3, 4, 1))
         y = ops.transpose(self.decoder(latents), (0, 4, 1, 2, 3))
-        return (_first, self._repeat_decoded_frame)[_is_single_frame(z.shape[2])](y, latents)
+        single = _is_single_frame(z.shape[2])
+        return (_first, (self._repeat_decoded_clip, self._repeat_decoded_frame)[_index(image)])[single](
+            y, latents
+        )
 
     def _repeat_decoded_frame(self, y, latents):
-        """The decoder computes a single latent frame's clip once (see UpBlock): its 8 frames are that frame, plus,
-        with a multi-part pixel shortcut, the motion its parts carry (the decoder added their mean)."""
+        # The decoder computes a single latent frame's clip once (see UpBlock); its 8 frames are equal.
+        return ops.tile(y, (1, 1, self.config.temporal_compression, 1, 1))
+
+    def _repeat_decoded_clip(self, y, latents):
+        """A clip of one latent frame: the repeated frame plus the motion a multi-part pixel shortcut carries
+        (its parts interpolated in time, minus their mean, which the decoder added)."""
         t = self.config.temporal_compression
-        frames = ops.tile(y, (1, 1, t, 1, 1))
+        frames = self._repeat_decoded_frame(y, latents)
         shortcut = self.decoder.shortcut
         if shortcut is None or shortcut.time_parts == 1:
             return frames
-        motion = shortcut.decode(latents, t) - shortcut.decode(latents, 1)  # (B, 8, H, W, C) minus the mean
+        motion = shortcut.decode(latents, t) - shortcut.decode(latents, 1)
         return frames + ops.transpose(motion, (0, 4, 1, 2, 3))
 
     def construct(self, x, noise=None):
@@ -586,14 +600,16 @@ class TemporalAutoencoder(nn.Cell):
         c = self.config.latent_channels
         mean, logvar = moments[:, :c], ops.clamp(moments[:, c:], -30.0, 20.0)
         z = mean if noise is None else mean + ops.exp(0.5 * logvar) * noise
-        recon = self.decode_frames(z)[:, :, : x.shape[2]]
+        recon = self.decode_frames(z, x.shape[2] == 1)[:, :, : x.shape[2]]
         return recon, mean, logvar
 
     # ----- public API ------------------------------------------------------------------------------------
 
     def encode(self, x) -> DiagonalGaussian:
-        """Posterior over latents of pixels x (B, C, T, H, W) in [-1, 1]; tiled when tiling is enabled."""
+        """Posterior over latents of pixels x (B, C, T, H, W) in [-1, 1]; tiled when tiling is enabled. On CPU
+        this switches MindSpore to synchronous op launch, the fast one here (`mg_tae.speed`)."""
         self._check_pixels(x)
+        prefer_synchronous_launch()
         if self.tiling is not None:
             from mg_tae.tiling import tiled_encode
 
@@ -606,9 +622,11 @@ class TemporalAutoencoder(nn.Cell):
     def decode(self, z, num_frames: int | None = None):
         """Pixels (B, C, N, 8 h, 8 w) of latents z (B, C', T', h, w); N = num_frames (default 8 T').
 
-        num_frames must lie in (8 (T' - 1), 8 T'], the frame counts whose latent length is T'.
+        num_frames must lie in (8 (T' - 1), 8 T'], the frame counts whose latent length is T'. Synchronous op
+        launch on CPU, as `encode`.
         """
         self._check_latents(z)
+        prefer_synchronous_launch()
         t_lat = z.shape[2]
         full = t_lat * self.config.temporal_compression
         if num_frames is None:
@@ -622,7 +640,7 @@ class TemporalAutoencoder(nn.Cell):
             from mg_tae.tiling import tiled_decode
 
             return tiled_decode(self, z, self.tiling, num_frames)
-        return self.decode_frames(z)[:, :, :num_frames]
+        return self.decode_frames(z, num_frames == 1)[:, :, :num_frames]
 
     def scale_latents(self, z):
         """Latents for diffusion: (z - shift_factor) * scaling_factor (SD3 convention)."""

@@ -141,7 +141,7 @@ def tiled_decode(model, z: Tensor, tiling: TilingConfig, num_frames: int) -> Ten
         plans_hw.append(_axis_plan(spans, lambda a, e: (a * sc, e * sc), length * sc))
 
     def run(tile):
-        return model.decode_frames(tile).asnumpy()
+        return model.decode_frames(tile, num_frames == 1).asnumpy()
 
     shape = (b, cfg.out_channels, num_frames, h_lat * sc, w_lat * sc)
     return Tensor(_blend(run, z, (plan_t, *plans_hw), shape))
