@@ -64,6 +64,28 @@ def matmul_rate(m: int, k: int, n: int, repeats: int = 5) -> float:
     return 2 * m * k * n / best / 1e9
 
 
+TORCH_MATMUL = """
+import json, time, torch
+a = torch.randn(2048, 2048)
+a @ a
+best = float("inf")
+for _ in range(5):
+    start = time.perf_counter()
+    a @ a
+    best = min(best, time.perf_counter() - start)
+print(json.dumps({"gflops": 2 * 2048**3 / best / 1e9, "threads": torch.get_num_threads()}))
+"""
+
+
+def torch_matmul_rate() -> float | None:
+    """PyTorch's 2048^3 float32 matmul GFLOP/s in a subprocess (None without torch): the machine's reference
+    rate, measured in the same run as the steps."""
+    out = subprocess.run([sys.executable, "-c", TORCH_MATMUL], capture_output=True, text=True)
+    if out.returncode != 0:
+        return None
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["gflops"])
+
+
 def make_steps(grad_fn, optimizer):
     """(forward+backward only, full step with the optimizer update) as plain functions over the batch."""
 
@@ -223,6 +245,11 @@ def main() -> None:
             continue
         results[setting] = json.loads(out.stdout.strip().splitlines()[-1])
 
+    torch_rate = torch_matmul_rate()
+    print(
+        "PyTorch 2048^3 matmul: "
+        + (f"{torch_rate:.1f} GF/s" if torch_rate else "not measured (torch is not installed here)")
+    )
     tokens = (args.latent[0]) * (args.latent[1] // 2) * (args.latent[2] // 2)
     print(
         f"\n{args.layers} layers, hidden {args.hidden}, ffn {args.ffn}, {args.heads} heads, batch {args.batch} x "
@@ -263,6 +290,10 @@ def main() -> None:
         for mode, row in modes.items():
             name = f"{mode} step FLOP rate, oneDNN {setting}"
             figures.append((name, row["gflops"], rate, "2048^3 matmul", "GFLOP/s", "higher"))
+            if torch_rate:
+                figures.append(
+                    (name, row["gflops"], torch_rate, "PyTorch 2048^3 matmul", "GFLOP/s", "higher")
+                )
         if "pynative" in modes and "graph" in modes:
             graph, eager = modes["graph"]["step_s"], modes["pynative"]["step_s"]
             figures.append((f"graph step time, oneDNN {setting}", graph, eager, "PyNative", "s", "lower"))
