@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 SCRIPT = r"""
-import json, sys, tempfile
+import json, sys
 from pathlib import Path
 
 def rss():
@@ -31,7 +31,7 @@ def update(self, step, **metrics):
     if "loss" in metrics:
         after[step] = rss()
 Progress.update = update
-root = Path(tempfile.mkdtemp())
+root = Path(sys.argv[1])  # the test's tmp_path: nothing is left behind in /tmp
 data = testing.make_training_data(root / "data", n=12)
 cfg = testing.transformer_train_config(
     data, root / "run",
@@ -45,8 +45,10 @@ print(json.dumps(after))
 """
 
 
-def test_resident_memory_does_not_grow_from_step_to_step():
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600)
+def test_resident_memory_does_not_grow_from_step_to_step(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     after = {int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
     weights_mb = 19e6 * 4 / 2**20
