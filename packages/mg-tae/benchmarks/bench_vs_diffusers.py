@@ -21,22 +21,6 @@ import subprocess
 import sys
 import time
 
-# diffusers' AutoencoderKL arguments of the SD3.5 VAE (its config.json on the Hub).
-SD35_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=["DownEncoderBlock2D"] * 4,
-    up_block_types=["UpDecoderBlock2D"] * 4,
-    block_out_channels=[128, 256, 512, 512],
-    layers_per_block=2,
-    latent_channels=16,
-    norm_num_groups=32,
-    sample_size=1024,
-    scaling_factor=1.5305,
-    shift_factor=0.0609,
-    use_quant_conv=False,
-    use_post_quant_conv=False,
-)
 CONV_SHAPES = [(8, 128, 64), (8, 256, 32), (8, 512, 16)]  # (frames, channels, side) of the TAE's 3x3 convs
 
 
@@ -86,7 +70,9 @@ def child_diffusers(frames: int, side: int, reps: int) -> dict:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    vae = AutoencoderKL(**SD35_VAE).eval()
+    from mg_tae.inflate import SD35_VAE_DIFFUSERS_CONFIG
+
+    vae = AutoencoderKL(**SD35_VAE_DIFFUSERS_CONFIG).eval()
     x = torch.rand(frames, 3, side, side) * 2 - 1
 
     def run():

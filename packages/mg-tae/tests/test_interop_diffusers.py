@@ -14,24 +14,9 @@ from safetensors.numpy import save_file  # noqa: E402
 
 from mg_tae import TAEConfig, TemporalAutoencoder  # noqa: E402
 from mg_tae.cli import main as cli_main  # noqa: E402
-from mg_tae.inflate import inflate_state_dict  # noqa: E402
+from mg_tae.inflate import SD35_VAE_DIFFUSERS_CONFIG, inflate_state_dict  # noqa: E402
 
-SD35_VAE = dict(  # the SD3.5 VAE's config.json fields (stabilityai/stable-diffusion-3.5-*/vae)
-    in_channels=3,
-    out_channels=3,
-    down_block_types=["DownEncoderBlock2D"] * 4,
-    up_block_types=["UpDecoderBlock2D"] * 4,
-    block_out_channels=[128, 256, 512, 512],
-    layers_per_block=2,
-    latent_channels=16,
-    norm_num_groups=32,
-    sample_size=1024,
-    scaling_factor=1.5305,
-    shift_factor=0.0609,
-    use_quant_conv=False,
-    use_post_quant_conv=False,
-    mid_block_add_attention=True,
-)
+SD35_VAE = SD35_VAE_DIFFUSERS_CONFIG
 
 
 def test_sd35_key_set_maps_completely():

@@ -19,6 +19,24 @@ from safetensors.numpy import load_file
 from mg_tae.config import TAEConfig
 
 # Names used by diffusers' legacy attention blocks, mapped to the current ones.
+# The SD3.5 VAE's config.json fields (stabilityai/stable-diffusion-3.5-*/vae), as diffusers' AutoencoderKL arguments:
+# the 2D VAE whose sizes TAEConfig's defaults inflate, and whose weights `inflate_state_dict` maps.
+SD35_VAE_DIFFUSERS_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+    block_out_channels=[128, 256, 512, 512],
+    layers_per_block=2,
+    latent_channels=16,
+    norm_num_groups=32,
+    sample_size=1024,
+    scaling_factor=1.5305,
+    shift_factor=0.0609,
+    use_quant_conv=False,
+    use_post_quant_conv=False,
+    mid_block_add_attention=True,
+)
 LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
 # Model keys that exist only in the TAE: left at their identity initialisation by inflation.
