@@ -127,7 +127,8 @@ def _child(*args: str) -> dict | None:
         env={**os.environ, "GLOG_v": "3"},
     )
     if done.returncode != 0:
-        print(f"child {args} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+        how = "killed (out of memory?)" if done.returncode == -9 else f"exit code {done.returncode}"
+        print(f"child {args} failed, {how}:\n{done.stderr[-3000:]}", file=sys.stderr)
         return None
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -182,8 +183,8 @@ def main() -> None:
         print(f"... {size}: diffusers", file=sys.stderr, flush=True)
         theirs = _child("diffusers", size, *reps) if torch_ok else None
         label = f"1x3x{frames}x{side}x{side}{' tiled' if tiled else ''}"
-        if ours is None:
-            continue
+        if ours is None:  # e.g. killed by the OOM killer: still show the reference's figures
+            ours = {"seconds": float("nan"), "peak_mb": float("nan")}
         ref_s = theirs["seconds"] if theirs else float("nan")
         ref_mb = theirs["peak_mb"] if theirs else float("nan")
         print(
