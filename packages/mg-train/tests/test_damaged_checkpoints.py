@@ -103,3 +103,22 @@ def test_no_intact_checkpoint_is_an_error_not_a_fresh_start(data, tmp_path):
     again = train(data, out, 2)
     assert again.returncode != 0
     assert "none of the 1 checkpoints" in again.stderr and "train.resume=null" in again.stderr
+
+
+@pytest.mark.parametrize("new_save_finished", [True, False])
+def test_a_crash_between_the_two_renames_of_a_resave_keeps_the_step(tmp_path, new_save_finished):
+    # finalize() re-saving step 2 renames step_00000002 -> .step_00000002.old, then .partial -> step_00000002;
+    # a crash between the two leaves no step_00000002 at all
+    manager = CheckpointManager(tmp_path)
+    for name, label in ((".step_00000002.old", "old"), (".step_00000002.partial", "new")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "label.txt").write_text(label)
+    (tmp_path / ".step_00000002.old" / "manifest.json").write_text("{}")
+    if new_save_finished:
+        (tmp_path / ".step_00000002.partial" / "manifest.json").write_text("{}")
+
+    manager.remove_leftovers()
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000002"]
+    expected = "new" if new_save_finished else "old"
+    assert (tmp_path / "step_00000002" / "label.txt").read_text() == expected

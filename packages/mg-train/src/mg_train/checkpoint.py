@@ -96,10 +96,16 @@ class CheckpointManager:
 
     def remove_leftovers(self) -> list[Path]:
         """(Rank 0, before a run writes anything) partial and swapped-out step folders of writers that died
-        mid-save, and their temporaries; returns what was removed."""
+        mid-save, and their temporaries; returns what was removed.
+
+        A re-save of an existing step swaps folders in two renames (`finalize`); a crash between them leaves
+        the step with no folder, only `.old` and `.partial`. Such a step is restored first: the finished new
+        save (manifest written) if there is one, else the old checkpoint.
+        """
         if not self.directory.is_dir():
             return []
         removed = remove_dead_temporaries(self.directory)
+        self._restore_swapped_steps()
         for path in sorted(self.directory.iterdir()):
             if (
                 path.is_dir()
@@ -109,6 +115,16 @@ class CheckpointManager:
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
         return removed
+
+    def _restore_swapped_steps(self) -> None:
+        for old in sorted(self.directory.glob(f".{PREFIX}*.old")):
+            final = self.directory / old.name[1 : -len(".old")]
+            if final.exists():
+                continue
+            partial = self.directory / f".{final.name}.partial"
+            source = partial if (partial / MANIFEST).is_file() else old
+            source.rename(final)
+            fsync_path(self.directory)
 
     def abandon(self, step: int) -> None:
         shutil.rmtree(self.partial(step), ignore_errors=True)
