@@ -97,9 +97,8 @@ def test_a_killed_rank_ends_the_job_and_is_named(config_file, tmp_path):
         config_file, tmp_path, ["--rank", "1", "--at", "step", "--step", "3", "--fault", "kill"]
     )
     assert code != 0
-    assert re.search(r"worker 1 is the first one timed out|exit with exception. Error code: -9", text), text[
-        -3000:
-    ]
+    # MindSpore's scheduler names the vanished rank (msrun's own "Worker process <pid> exit" line names a pid)
+    assert re.search(r"worker 1 is the first one timed out|The node: 1 is timed out", text), text[-3000:]
     assert seconds < BOUND
     _no_workers_left(tmp_path)
 

@@ -1,18 +1,19 @@
 """`mg-train train` under msrun equals one process on the same global batch (4 samples), after 3 optimizer steps
-with validation and EMA: every exported parameter within 1e-5 and the losses, gradient norms and validation
-losses within 1e-5 relative, for the layouts of the Movie Gen plan (real processes, CPU, mccl):
+with validation and EMA: every trained parameter, AdamW moment and EMA tensor of the final checkpoint and every
+exported parameter within 1e-5, and the losses, gradient norms and validation losses within 1e-5 relative, for
+the layouts of the Movie Gen plan (real processes, CPU, mccl). The one-process reference trains without
+gradient checkpointing; the layouts the issue lists run with it off and on (`_ckpt`):
 
-- 4 ranks, one launch: dp2 x tp2 with ZeRO-3 and with ZeRO-2; tp2 x cp2 (gradient checkpointing on); dp2 x sp2
-  with ZeRO-2; cp2 x sp2 (gradient checkpointing on); dp4 with ZeRO-1; cp2 x sp2 with the position embedding
-  added in every block (against a one-process run of that model);
-- 8 ranks: the shipped 30B stage-2 layout (tp2 x cp2 x sp4, ZeRO-3) scaled to 8 ranks as tp2 x cp2 x sp2
-  with ZeRO-3 and gradient checkpointing;
+- 4 ranks, one launch: dp2 x tp2 with ZeRO-3 and with ZeRO-2; tp2 x cp2; dp2 x sp2 with ZeRO-2; cp2 x sp2;
+  dp4 with ZeRO-1; cp2 x sp2 with the position embedding added in every block (against a one-process run of
+  that model);
+- 8 ranks: the shipped 30B stage-2 layout (tp2 x cp2 x sp4, ZeRO-3, checkpointing) scaled to 8 ranks as
+  tp2 x cp2 x sp2 with ZeRO-3 and gradient checkpointing (sp halved: 8 ranks cannot hold 16);
 - 2 simulated hosts of 2 ranks each (network namespaces; one msrun per host, `--node_rank`): dp2 x tp2 with
-  ZeRO-3, equal to the same layout on one node.
+  ZeRO-3, equal to the same layout on one node and to one process.
 
 The single-process references run in pytest itself. Each case prints its seconds per step next to the single
-process's (`pytest -s` shows them).
-"""
+process's (`pytest -s` shows them)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import pytest
 
 from mg_parallel.testing import CaseResults, SimulatedHosts, run_distributed
 from mg_train import testing
+from mg_train.checkpoint import CheckpointManager, load_checkpoint
 
 pytestmark = pytest.mark.multiprocess
 
@@ -32,19 +34,20 @@ MODEL = {**testing.TINY_MODEL, "num_heads": 4}
 REFERENCES = {"base": {}, "pos_every": {"pos_embed_every_layer": True}}
 
 # name -> (world size, reference model, config changes); the global batch is 4 in every case.
+CKPT = {"train": {"gradient_checkpointing": True}}
 CASES = {
     "dp2_tp2_zero3": (4, "base", {"parallel": {"tp": 2, "zero_stage": 3}}),
-    "tp2_cp2_ckpt": (4, "base", {"parallel": {"tp": 2, "cp": 2}, "train": {"gradient_checkpointing": True}}),
+    "dp2_tp2_zero3_ckpt": (4, "base", {"parallel": {"tp": 2, "zero_stage": 3}, **CKPT}),
+    "tp2_cp2": (4, "base", {"parallel": {"tp": 2, "cp": 2}}),
+    "tp2_cp2_ckpt": (4, "base", {"parallel": {"tp": 2, "cp": 2}, **CKPT}),
     "dp2_sp2_zero2": (4, "base", {"parallel": {"sp": 2, "zero_stage": 2}}),
+    "dp2_sp2_zero2_ckpt": (4, "base", {"parallel": {"sp": 2, "zero_stage": 2}, **CKPT}),
     "dp2_tp2_zero2": (4, "base", {"parallel": {"tp": 2, "zero_stage": 2}}),
-    "cp2_sp2_ckpt": (4, "base", {"parallel": {"cp": 2, "sp": 2}, "train": {"gradient_checkpointing": True}}),
+    "cp2_sp2": (4, "base", {"parallel": {"cp": 2, "sp": 2}}),
+    "cp2_sp2_ckpt": (4, "base", {"parallel": {"cp": 2, "sp": 2}, **CKPT}),
     "dp4_zero1": (4, "base", {"parallel": {"zero_stage": 1}}),
     "cp2_sp2_pos_every": (4, "pos_every", {"parallel": {"cp": 2, "sp": 2}}),
-    "30B_stage2_on_8": (
-        8,
-        "base",
-        {"parallel": {"tp": 2, "cp": 2, "sp": 2, "zero_stage": 3}, "train": {"gradient_checkpointing": True}},
-    ),
+    "30B_stage2_on_8": (8, "base", {"parallel": {"tp": 2, "cp": 2, "sp": 2, "zero_stage": 3}, **CKPT}),
 }
 
 
@@ -128,12 +131,22 @@ def eight_ranks(inputs):
     return _launch(inputs, 8, "runs8")
 
 
+def _final_state(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """The final checkpoint's full tensors by group (model, optimizer, ema) plus the exported model."""
+    groups, state = load_checkpoint(CheckpointManager(run_dir / "checkpoints").latest())
+    assert state["step"] == 3
+    return {**groups, "export": testing.final_weights(run_dir)}
+
+
 def _assert_equal_runs(root: Path, run_dir: Path, reference: str, name: str) -> None:
-    single = testing.final_weights(root / "single" / reference)
-    parallel = testing.final_weights(run_dir)
-    assert single.keys() == parallel.keys()
-    for key in single:
-        np.testing.assert_allclose(parallel[key], single[key], rtol=0, atol=1e-5, err_msg=f"{name}: {key}")
+    single, parallel = _final_state(root / "single" / reference), _final_state(run_dir)
+    assert sorted(single) == sorted(parallel) == ["ema", "export", "model", "optimizer"]
+    for group in single:
+        assert single[group].keys() == parallel[group].keys(), (name, group)
+        for key in single[group]:
+            np.testing.assert_allclose(
+                parallel[group][key], single[group][key], rtol=0, atol=1e-5, err_msg=f"{name}: {group} {key}"
+            )
     expected, got = testing.run_metrics(root / "single" / reference), testing.run_metrics(run_dir)
     assert [m["step"] for m in got] == [m["step"] for m in expected] == [0, 1, 2, 3, 3]
     for a, b in zip(expected, got, strict=True):
@@ -160,14 +173,18 @@ def test_the_30b_stage2_layout_on_8_ranks_equals_one_process(inputs, eight_ranks
     _assert_equal_runs(root, out / name, "base", name)
 
 
-@pytest.mark.skipif(
-    not SimulatedHosts.available(), reason="multi-node test needs root and iproute2 (ip netns)"
-)
-def test_two_hosts_equal_one(inputs):
+@pytest.mark.skipif(SimulatedHosts.may_skip(), reason="multi-node test needs root and iproute2 (ip netns)")
+def test_two_hosts_equal_one(inputs, four_ranks):
     """Two msrun invocations (one per simulated host, 2 workers each, one master address and port) train
-    dp2 x tp2 ZeRO-3 to the one-process result, as 4 ranks on one node do."""
+    dp2 x tp2 ZeRO-3 to the result of the same 4 ranks on one node (and so to the one-process result)."""
     root, _ = inputs
     with SimulatedHosts(2) as hosts:
         out, results = _launch(inputs, 4, "runs_2hosts", hosts=hosts)
     assert results["dp2_tp2_zero3"] == [str(out / "dp2_tp2_zero3")] * 4
+    one_node, two_hosts = _final_state(four_ranks[0] / "dp2_tp2_zero3"), _final_state(out / "dp2_tp2_zero3")
+    for group, tensors in one_node.items():
+        for key, value in tensors.items():
+            np.testing.assert_allclose(
+                two_hosts[group][key], value, rtol=0, atol=1e-6, err_msg=f"{group} {key}"
+            )
     _assert_equal_runs(root, out / "dp2_tp2_zero3", "base", "dp2_tp2_zero3 on 2 hosts")
