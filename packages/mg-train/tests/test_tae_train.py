@@ -495,3 +495,24 @@ def test_calibrated_latents_have_zero_mean_and_unit_variance(synth, tmp_path):
     scaled = model.scale_latents(model.encode(Tensor(batch)).mean).asnumpy().astype(np.float64)
     assert abs(scaled.mean()) < 1e-4
     assert scaled.std() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_export_of_a_tae_checkpoint_is_the_runs_own_tae_folder(continuous, tmp_path):
+    """`mg-train export` writes a TAE checkpoint in mg-tae's model-folder format (through mg-tae's writer):
+    the same files, metadata and tensors as the run's final `tae` folder (EMA weights, no calibration here)."""
+    from safetensors import safe_open
+
+    from mg_train.export import export_model
+
+    out, final = continuous
+    exported = export_model(out, tmp_path / "exported")
+    assert sorted(p.name for p in exported.iterdir()) == sorted(p.name for p in final.iterdir())
+    assert json.loads((exported / "config.json").read_text()) == json.loads((final / "config.json").read_text())
+    for folder in (exported, final):
+        with safe_open(str(folder / "model.safetensors"), "np") as handle:
+            assert handle.metadata() == {"format": "mg-tae"}
+    a, b = load_file(str(final / "model.safetensors")), load_file(str(exported / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+    TemporalAutoencoder.from_pretrained(exported)  # loads strictly

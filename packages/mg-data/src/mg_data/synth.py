@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mg_data.atomic import write_text
 from mg_data.manifest import ManifestRow, write_manifest
 from mg_data.video_io import write_image, write_video
 
@@ -358,7 +359,7 @@ def make_synthetic_dataset(
         "texture_contrast": texture_contrast,
         "start_jitter": start_jitter,
     }
-    (out / "synth.json").write_text(json.dumps(settings, indent=2) + "\n")
+    write_text(out / "synth.json", json.dumps(settings, indent=2) + "\n")
     if verbose:
         print(
             f"synth: wrote {n} clips and {num_images} images to {out} "

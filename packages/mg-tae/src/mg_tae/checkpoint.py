@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,15 +83,25 @@ def load_state_dict(
     return report
 
 
+def write_model_files(
+    folder: Path, config: TAEConfig, write_weights: Callable[[Path, dict[str, str]], None]
+) -> None:
+    """The model-folder format, written into `folder` (a temporary one that becomes the model folder whole):
+    the weights through `write_weights(path, metadata)` (a whole state dict in `save_pretrained`, one tensor at
+    a time in mg-train's export of a sharded checkpoint), then `config.json`."""
+    write_weights(Path(folder) / WEIGHTS_NAME, {"format": "mg-tae"})
+    (Path(folder) / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+
 def save_pretrained(model, directory) -> None:
     """Write `model.safetensors` and `config.json`; both appear together (a temporary folder takes the place of
     `directory`), so a crash never pairs new weights with an old config. An existing `directory` may hold only
     those two files."""
     state = state_dict(model)
-    text = json.dumps(model.config.to_dict(), indent=2) + "\n"
     with atomic_dir(directory, replaces=(WEIGHTS_NAME, CONFIG_NAME)) as tmp:
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "mg-tae"})
-        (tmp / CONFIG_NAME).write_text(text)
+        write_model_files(
+            tmp, model.config, lambda path, metadata: save_file(state, str(path), metadata=metadata)
+        )
 
 
 def from_pretrained(cls, directory, strict: bool = True):

@@ -9,7 +9,6 @@ and config come from the checkpoint's manifest (recorded by the task that traine
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,30 +22,42 @@ from mg_train.config.loader import ConfigError
 from mg_train.train_state import full_weights
 
 MODEL_FILES = ("config.json", "model.safetensors")
-SAFETENSORS_FORMAT = {
-    "tae": "mg-tae",
-    "transformer": "np",
-}  # the metadata each package's save_pretrained writes
+
+
+def _format_of(kind: str | None):
+    """(write_model_files, config class) of the package that owns a model kind's folder format."""
+    if kind == "tae":
+        from mg_tae.checkpoint import write_model_files
+        from mg_tae.config import TAEConfig
+
+        return write_model_files, TAEConfig
+    from mg_transformer.config import TransformerConfig
+    from mg_transformer.pretrained import write_model_files
+
+    return write_model_files, TransformerConfig
 
 
 def write_model_files(
     folder: Path, checkpoint: Checkpoint, weights: Literal["ema", "raw"] = "ema"
 ) -> dict[str, Any]:
-    """Write `config.json` and `model.safetensors` of the checkpoint's model into an existing `folder`."""
+    """Write `config.json` and `model.safetensors` of the checkpoint's model into an existing `folder`, in the
+    format of the package that owns the model (its `write_model_files`), the weights streamed."""
     info = checkpoint.manifest.get("model") or {}
     if not info.get("config"):
         raise ValueError(
             f"{checkpoint.path}: the manifest records no model config (a checkpoint of mg-train 0.4?); export "
             "it by resuming the run for zero steps with mg-train 0.5 first"
         )
+    write_files, config_class = _format_of(info.get("kind"))
+    config = config_class.from_dict(info["config"], source=f"{checkpoint.path}/manifest.json")
     specs, read, close = full_weights(checkpoint, ema=weights == "ema")
     try:
         tensors = [TensorSpec(name, spec.full_shape, np.dtype(spec.dtype)) for name, spec in specs]
-        metadata = {"format": SAFETENSORS_FORMAT.get(info.get("kind"), "np")}
-        write_safetensors(folder / "model.safetensors", tensors, read, metadata=metadata)
+        write_files(
+            folder, config, lambda path, metadata: write_safetensors(path, tensors, read, metadata=metadata)
+        )
     finally:
         close()
-    (folder / "config.json").write_text(json.dumps(info["config"], indent=2) + "\n")
     return info
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from mg_data.atomic import write_text
 from mg_train.config.schema import SampleConfig
 from mg_train.pipeline import MovieGenPipeline, save_media, slugify
 
@@ -75,5 +76,5 @@ def run(cfg: SampleConfig) -> list[Path]:
         "fps": fps,
         "samples": records,
     }
-    (out_dir / "samples.json").write_text(json.dumps(settings, indent=1))
+    write_text(out_dir / "samples.json", json.dumps(settings, indent=1))
     return written

@@ -7,6 +7,7 @@ other shape mismatch is an error that names the key.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import mindspore as ms
@@ -34,9 +35,20 @@ def save_pretrained(model, directory: str | Path) -> Path:
     directory = Path(directory)
     tensors = {name: np.ascontiguousarray(value) for name, value in state_dict(model).items()}
     with atomic_dir(directory, replaces=(WEIGHTS_NAME, CONFIG_NAME)) as tmp:
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "np"})
-        model.config.to_json(tmp / CONFIG_NAME)
+        write_model_files(
+            tmp, model.config, lambda path, metadata: save_file(tensors, str(path), metadata=metadata)
+        )
     return directory
+
+
+def write_model_files(
+    folder: Path, config: TransformerConfig, write_weights: Callable[[Path, dict[str, str]], None]
+) -> None:
+    """The model-folder format, written into `folder` (a temporary one that becomes the model folder whole):
+    the weights through `write_weights(path, metadata)` (a whole state dict in `save_pretrained`, one tensor at
+    a time in mg-train's export of a sharded checkpoint), then `config.json`."""
+    write_weights(Path(folder) / WEIGHTS_NAME, {"format": "np"})
+    config.to_json(Path(folder) / CONFIG_NAME)
 
 
 def resize_position_table(table: np.ndarray, length: int) -> np.ndarray:
