@@ -200,3 +200,13 @@ def test_the_command_reports_bad_settings_with_exit_code_2(tmp_path, capsys):
     assert main(["quickstart", f"output_dir={tmp_path / 'q'}", "size=40"]) == 2
     assert "config error: size=40" in capsys.readouterr().err
     assert not (tmp_path / "q").exists()
+
+
+def test_the_size_rule_follows_the_models_configs(tmp_path):
+    # a 4x4 transformer patch on the tiny TAE's 8x compression: sizes must be multiples of 32, not 16
+    overrides = [*TOY, f"output_dir={tmp_path / 'q'}", "size=48", "transformer={patch_size: [1, 4, 4]}"]
+    cfg = load_config(QuickstartConfig, None, overrides)
+    with pytest.raises(
+        ConfigError, match=r"size=48: must be a positive multiple of 32 \(TAE 8x, transformer patch 4x4\)"
+    ):
+        quickstart.run(cfg)

@@ -29,6 +29,7 @@ from mg_data import (
     read_video,
     write_manifest,
 )
+from mg_data.atomic import write_text
 from mg_train import caching, tae_eval, tae_train, transformer_train
 from mg_train.config.loader import ConfigError
 from mg_train.config.schema import (
@@ -80,12 +81,30 @@ class _Timer:
         return round(time.perf_counter() - self.t0, 1)
 
 
+# The quickstart's TAE: the tiny preset with mg-tae's pixel shortcut.
+QUICKSTART_TAE = {"pixel_shortcut": True}
+
+
 def check_config(cfg: QuickstartConfig) -> None:
     """Fail before any work on values the later stages would reject."""
-    if cfg.size < 16 or cfg.size % 16:
-        raise ConfigError(f"size={cfg.size}: must be a positive multiple of 16 (TAE 8x, transformer patch 2)")
-    if cfg.tae_crop is not None and (cfg.tae_crop < 8 or cfg.tae_crop % 8 or cfg.tae_crop > cfg.size):
-        raise ConfigError(f"tae_crop={cfg.tae_crop}: must be a multiple of 8 between 8 and size={cfg.size}")
+    from mg_tae.config import TAEConfig
+    from mg_transformer.config import TransformerConfig
+
+    compression = TAEConfig.tiny(**QUICKSTART_TAE).spatial_compression
+    patch = TransformerConfig.preset("tiny", **cfg.transformer).patch_size[1:]
+    multiple = compression * int(np.lcm(*patch))
+    if cfg.size < multiple or cfg.size % multiple:
+        raise ConfigError(
+            f"size={cfg.size}: must be a positive multiple of {multiple} "
+            f"(TAE {compression}x, transformer patch {patch[0]}x{patch[1]})"
+        )
+    if cfg.tae_crop is not None and (
+        cfg.tae_crop < compression or cfg.tae_crop % compression or cfg.tae_crop > cfg.size
+    ):
+        raise ConfigError(
+            f"tae_crop={cfg.tae_crop}: must be a multiple of {compression} between {compression} and "
+            f"size={cfg.size}"
+        )
     if cfg.num_images < 0 or not 0.0 <= cfg.tae_image_ratio < 1.0:
         raise ConfigError(
             f"num_images={cfg.num_images}, tae_image_ratio={cfg.tae_image_ratio}: need num_images >= 0 and "
@@ -206,7 +225,7 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
     tae_cfg = TAETrainConfig(
         # The pixel shortcut carries each block's mean colour: without it the tiny TAE learnt one or two of the
         # palette's three colour axes in 220 steps (red = yellow); with it, all four colours from step 20.
-        model=TAEModelConfig(preset="tiny", overrides={"pixel_shortcut": True}),
+        model=TAEModelConfig(preset="tiny", overrides=dict(QUICKSTART_TAE)),
         loss=TAELossConfig(kl_weight=1e-6, mse_weight=4.0),
         data=tae_data,
         calibrate_latents=32,
@@ -447,7 +466,7 @@ def plot_losses(curves: dict[str, Path], path: Path) -> Path:
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    write_text(out / "report.json", json.dumps(report, indent=1))
     samples = report["samples"]
     lines = [
         "# mg quickstart report",
@@ -487,4 +506,4 @@ def write_report(report: dict[str, Any], out: Path) -> None:
         "",
         f"Loss curves: loss.png. Sampling pipeline: {report['pipeline']} (`mg-train sample --checkpoint ...`, `mg-demo`).",
     ]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "report.md", "\n".join(lines) + "\n")
