@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from demo_support import FRAMES, SIZE, Server
+from mg_demo.testing import FRAMES, SIZE, Server
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from demo_support import FRAMES, STEPS, decode_video
 from mg_demo.app import DemoHandlers, build_app
 from mg_demo.generation import IMAGE, VIDEO, Generator
 from mg_demo.serving import missing_checkpoint_app
+from mg_demo.testing import FRAMES, STEPS, decode_video
 
 
 class Recorder:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from demo_support import FRAMES, SIZE
+from mg_demo.testing import FRAMES, SIZE
 
 CHROMIUM = os.environ.get("MG_CHROMIUM", "/usr/bin/chromium")
 FLAGS = [

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from demo_support import Server
 from mg_demo.cli import build_parser
 from mg_demo.locate import PIPELINE_FILE, QUICKSTART_ENV, locate_pipeline
+from mg_demo.testing import Server
 
 OPTIONS = [
     "--checkpoint",

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from demo_support import FRAMES, SIZE, STEPS, decode_video
 from mg_demo.generation import IMAGE, MAX_SEED, VIDEO, Generator, Request, random_seed
+from mg_demo.testing import FRAMES, SIZE, STEPS, decode_video
 from mg_train.pipeline import RequestError, save_media
 
 

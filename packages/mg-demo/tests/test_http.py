@@ -14,9 +14,9 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError, ValidationError
 from PIL import Image
 
-from demo_support import STEPS, Server, decode_video
 from mg_demo.generation import IMAGE, MAX_SEED, VIDEO
 from mg_demo.limits import MAX_PROMPT_CHARS
+from mg_demo.testing import STEPS, Server, decode_video
 from mg_train.pipeline import save_media
 
 # Five shapes, each asked twice with different prompts and seeds: ten requests; a video's partner (same shape,

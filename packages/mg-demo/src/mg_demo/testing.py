@@ -1,4 +1,5 @@
-"""Helpers shared by mg-demo's tests (importable thanks to conftest.py's sys.path entry, importlib mode)."""
+"""Test helpers for mg-demo and for anyone testing a deployment: a real `python -m mg_demo` server in its own
+process group (`Server`), and an mp4 reader independent of mg-data's (`decode_video`)."""
 
 from __future__ import annotations
 
