@@ -17,8 +17,10 @@ transformer (docs/contracts.md 5 lists the seams):
   K/V read the replicated text, so they gather nothing.
 - Replicated on every rank of a model-parallel group (their gradients averaged over their replica ranks):
   patch embedding, position tables, timestep MLP and the shared adaLN projection, every block's
-  `scale_shift_table`, norm weights, the text projections and the final layer. These are small (the text
-  projections are the largest: 6.8k x hidden) and run on tensors every rank has anyway.
+  `scale_shift_table`, norm weights, the text projections and the final layer. They run on tensors every rank
+  has anyway (the timestep embedding, the text). The largest is the shared adaLN projection (hidden x 6 hidden:
+  226M parameters at 30B, 0.8% of the model), then the text projections (6.8k x hidden, 42M at 30B); ZeRO
+  shards their optimizer state (and, at stages 2-3, gradients and weights) over their replica group.
 - Data parallel and ZeRO-1/2/3 need nothing from the model: the optimizer wrapper (`optim.build_optimizer`)
   shards optimizer state / gradients / parameters over each parameter's replica group (dp x cp x sp for
   replicated parameters, the non-tp ranks for tensor-parallel shards).
