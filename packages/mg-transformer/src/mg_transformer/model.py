@@ -168,6 +168,9 @@ class MovieGenTransformer(nn.Cell):
       0..1000 scale).
     - text_embs: tuple of (B, L_i, D_i) float embeddings, one per encoder in `config.text_encoders` order.
     - text_masks: tuple of (B, L_i) masks (1 = token, 0 = padding) in the same order, or None (no padding).
+    - context_prefix, context_prefix_mask (optional): (B, P, hidden) tokens already projected to the model's
+      width and their (B, P) mask, placed in front of the text in the cross-attention context (PT2V's
+      reference-image tokens, `mg_transformer.personalized`); masked tokens are ignored exactly.
     Returns the velocity (B, out_channels, T, H, W), pointing from noise towards data (see rectified_flow).
     """
 
@@ -304,16 +307,34 @@ class MovieGenTransformer(nn.Cell):
                     f"embedding, got {text_masks[index].shape}"
                 )
 
-    def _text_tokens(self, text_embs, text_masks):
-        """Project and concatenate every encoder's tokens; the mask becomes (B, 1, 1, L) or None."""
+    def _check_prefix(self, batch: int, prefix: Tensor, mask: Tensor | None) -> None:
+        if prefix.ndim != 3 or prefix.shape[0] != batch or prefix.shape[2] != self.hidden_size:
+            raise ValueError(
+                f"MovieGenTransformer: context_prefix must be ({batch}, L, {self.hidden_size}) projected tokens, "
+                f"got {prefix.shape}"
+            )
+        if mask is None or mask.shape != prefix.shape[:2]:
+            raise ValueError(
+                f"MovieGenTransformer: context_prefix_mask must be {prefix.shape[:2]} (1 = attend, 0 = ignore), "
+                f"got {None if mask is None else mask.shape}"
+            )
+
+    def _text_tokens(self, text_embs, text_masks, prefix=None, prefix_mask=None):
+        """Project and concatenate every encoder's tokens, after the `prefix` tokens (already projected, e.g.
+        PT2V's reference image) when given; the mask becomes (B, 1, 1, L) or None."""
         tokens = ()
         masks = ()
         for index, projection in enumerate(self.text_projections):
             tokens = (*tokens, projection(text_embs[index]))
             if text_masks is not None:
                 masks = (*masks, text_masks[index].astype(ms.float32))
+        if prefix is not None:
+            tokens = (prefix, *tokens)
+            if text_masks is None:
+                masks = tuple(mint.ones(t.shape[:2], dtype=ms.float32) for t in tokens[1:])
+            masks = (prefix_mask.astype(ms.float32), *masks)
         text = tokens[0] if len(tokens) == 1 else mint.cat(tokens, 1)
-        if text_masks is None:
+        if text_masks is None and prefix is None:
             return text, None
         mask = masks[0] if len(masks) == 1 else mint.cat(masks, 1)
         return text, mask.reshape(mask.shape[0], 1, 1, mask.shape[1])
@@ -324,8 +345,12 @@ class MovieGenTransformer(nn.Cell):
         timesteps: Tensor,
         text_embs: tuple[Tensor, ...],
         text_masks: tuple[Tensor, ...] | None = None,
+        context_prefix: Tensor | None = None,
+        context_prefix_mask: Tensor | None = None,
     ) -> Tensor:
         self._check_inputs(latents, timesteps, text_embs, text_masks)
+        if context_prefix is not None:
+            self._check_prefix(latents.shape[0], context_prefix, context_prefix_mask)
         batch, channels, frames, height, width = latents.shape
         pt, ph, pw = self.patch_size
         nt, nh, nw = frames // pt, height // ph, width // pw
@@ -337,7 +362,7 @@ class MovieGenTransformer(nn.Cell):
 
         t_emb = self.time_embed(timesteps)
         modulation = self.time_modulation(mint.nn.functional.silu(t_emb)).reshape(batch, 6, self.hidden_size)
-        text, text_mask = self._text_tokens(text_embs, text_masks)
+        text, text_mask = self._text_tokens(text_embs, text_masks, context_prefix, context_prefix_mask)
 
         for block in self.blocks:
             if self.pos_embed_every_layer and self.gradient_checkpointing:
