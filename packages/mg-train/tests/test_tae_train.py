@@ -507,7 +507,9 @@ def test_export_of_a_tae_checkpoint_is_the_runs_own_tae_folder(continuous, tmp_p
     out, final = continuous
     exported = export_model(out, tmp_path / "exported")
     assert sorted(p.name for p in exported.iterdir()) == sorted(p.name for p in final.iterdir())
-    assert json.loads((exported / "config.json").read_text()) == json.loads((final / "config.json").read_text())
+    assert json.loads((exported / "config.json").read_text()) == json.loads(
+        (final / "config.json").read_text()
+    )
     for folder in (exported, final):
         with safe_open(str(folder / "model.safetensors"), "np") as handle:
             assert handle.metadata() == {"format": "mg-tae"}
