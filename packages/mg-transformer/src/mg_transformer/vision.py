@@ -21,15 +21,13 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, mint, nn, ops
 
-from mg_transformer.text.clip import CLIPBlock
+from mg_transformer.text.clip import CLIPBlock, block_hf_names
 from mg_transformer.text.hf_io import (
     CONFIG,
-    SAFETENSORS,
     HFWeights,
     load_weights_into,
     read_config,
-    write_json,
-    write_safetensors,
+    save_hf_folder,
 )
 from mg_transformer.text.layers import LayerNorm, activation
 
@@ -185,20 +183,7 @@ class CLIPVisionEncoder(nn.Cell):
             "post_norm.weight": "vision_model.post_layernorm.weight",
             "post_norm.bias": "vision_model.post_layernorm.bias",
         }
-        for i in range(self.config.num_hidden_layers):
-            hf = f"vision_model.encoder.layers.{i}."
-            for ours, theirs in (
-                ("norm1", "layer_norm1"),
-                ("norm2", "layer_norm2"),
-                ("attn.q_proj", "self_attn.q_proj"),
-                ("attn.k_proj", "self_attn.k_proj"),
-                ("attn.v_proj", "self_attn.v_proj"),
-                ("attn.out_proj", "self_attn.out_proj"),
-                ("mlp.fc1", "mlp.fc1"),
-                ("mlp.fc2", "mlp.fc2"),
-            ):
-                for p in ("weight", "bias"):
-                    names[f"blocks.{i}.{ours}.{p}"] = f"{hf}{theirs}.{p}"
+        names.update(block_hf_names("vision_model.encoder.layers", self.config.num_hidden_layers))
         if self.config.with_projection:
             names["visual_projection.weight"] = "visual_projection.weight"
         return names
@@ -225,10 +210,7 @@ class CLIPVisionEncoder(nn.Cell):
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write `config.json` + `model.safetensors` in the layout of `transformers.CLIPVisionModel(WithProjection)`."""
-        params = dict(self.parameters_and_names())
-        tensors = {hf: params[ours].asnumpy().astype(np.float32) for ours, hf in self.hf_names().items()}
-        write_safetensors(os.path.join(folder, SAFETENSORS), tensors)
-        write_json(os.path.join(folder, CONFIG), self.config.to_hf())
+        save_hf_folder(self, self.hf_names(), folder, self.config.to_hf())
 
     def init_weights(self, seed: int | Sequence[int]) -> CLIPVisionEncoder:
         """Random weights, deterministic by seed: 0.2-std class token and positions, 1/sqrt(fan_in) linears."""

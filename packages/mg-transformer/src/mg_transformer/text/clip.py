@@ -18,12 +18,10 @@ from mindspore import mint, nn, ops
 
 from mg_transformer.text.hf_io import (
     CONFIG,
-    SAFETENSORS,
     HFWeights,
     load_weights_into,
     read_config,
-    write_json,
-    write_safetensors,
+    save_hf_folder,
 )
 from mg_transformer.text.layers import MASK_BIAS, Embedding, LayerNorm, activation, attention
 
@@ -91,6 +89,26 @@ class CLIPTextConfig:
         values.pop("with_projection")
         architecture = "CLIPTextModelWithProjection" if self.with_projection else "CLIPTextModel"
         return {**values, "model_type": "clip_text_model", "architectures": [architecture]}
+
+
+def block_hf_names(hf_prefix: str, num_layers: int) -> dict[str, str]:
+    """`blocks.N...` parameter paths of `CLIPBlock`s -> their keys under `hf_prefix` (CLIP's encoder layers,
+    the same in the text and the vision tower)."""
+    names = {}
+    for i in range(num_layers):
+        for ours, theirs in (
+            ("norm1", "layer_norm1"),
+            ("norm2", "layer_norm2"),
+            ("attn.q_proj", "self_attn.q_proj"),
+            ("attn.k_proj", "self_attn.k_proj"),
+            ("attn.v_proj", "self_attn.v_proj"),
+            ("attn.out_proj", "self_attn.out_proj"),
+            ("mlp.fc1", "mlp.fc1"),
+            ("mlp.fc2", "mlp.fc2"),
+        ):
+            for p in ("weight", "bias"):
+                names[f"blocks.{i}.{ours}.{p}"] = f"{hf_prefix}.{i}.{theirs}.{p}"
+    return names
 
 
 class CLIPAttention(nn.Cell):
@@ -206,20 +224,7 @@ class CLIPTextEncoder(nn.Cell):
             "final_norm.weight": "text_model.final_layer_norm.weight",
             "final_norm.bias": "text_model.final_layer_norm.bias",
         }
-        for i in range(self.config.num_hidden_layers):
-            hf = f"text_model.encoder.layers.{i}."
-            for ours, theirs in (
-                ("norm1", "layer_norm1"),
-                ("norm2", "layer_norm2"),
-                ("attn.q_proj", "self_attn.q_proj"),
-                ("attn.k_proj", "self_attn.k_proj"),
-                ("attn.v_proj", "self_attn.v_proj"),
-                ("attn.out_proj", "self_attn.out_proj"),
-                ("mlp.fc1", "mlp.fc1"),
-                ("mlp.fc2", "mlp.fc2"),
-            ):
-                for p in ("weight", "bias"):
-                    names[f"blocks.{i}.{ours}.{p}"] = f"{hf}{theirs}.{p}"
+        names.update(block_hf_names("text_model.encoder.layers", self.config.num_hidden_layers))
         if self.config.with_projection:
             names["text_projection.weight"] = "text_projection.weight"
         return names
@@ -246,10 +251,7 @@ class CLIPTextEncoder(nn.Cell):
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write `config.json` + `model.safetensors` in the layout of `transformers.CLIPTextModel(WithProjection)`."""
-        params = dict(self.parameters_and_names())
-        tensors = {hf: params[ours].asnumpy().astype(np.float32) for ours, hf in self.hf_names().items()}
-        write_safetensors(os.path.join(folder, SAFETENSORS), tensors)
-        write_json(os.path.join(folder, CONFIG), self.config.to_hf())
+        save_hf_folder(self, self.hf_names(), folder, self.config.to_hf())
 
     def init_weights(self, seed: int | Sequence[int]) -> CLIPTextEncoder:
         """Random weights, deterministic by seed: unit-variance tokens, 0.2-std positions, 1/sqrt(fan_in) linears.

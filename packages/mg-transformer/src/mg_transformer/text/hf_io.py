@@ -175,6 +175,15 @@ def write_json(path: str | os.PathLike, data: Mapping) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def save_hf_folder(cell, names: Mapping[str, str], folder: str | os.PathLike, config: Mapping) -> None:
+    """Write `cell`'s parameters under their Hugging Face keys (`names`: parameter path -> key) as float32
+    `model.safetensors`, and `config` as `config.json`, into `folder` (each file atomically)."""
+    params = dict(cell.parameters_and_names())
+    tensors = {hf: params[ours].asnumpy().astype(np.float32) for ours, hf in names.items()}
+    write_safetensors(os.path.join(folder, SAFETENSORS), tensors)
+    write_json(os.path.join(folder, CONFIG), config)
+
+
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]) -> None:
     """Write numpy tensors to a safetensors file, atomically."""
     from safetensors.numpy import save_file

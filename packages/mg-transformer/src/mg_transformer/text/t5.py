@@ -18,12 +18,10 @@ from mindspore import mint, nn, ops
 
 from mg_transformer.text.hf_io import (
     CONFIG,
-    SAFETENSORS,
     HFWeights,
     load_weights_into,
     read_config,
-    write_json,
-    write_safetensors,
+    save_hf_folder,
 )
 from mg_transformer.text.layers import MASK_BIAS, Embedding, RMSNorm, activation, attention
 
@@ -264,10 +262,7 @@ class T5Encoder(nn.Cell):
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write `config.json` + `model.safetensors` in the layout of `transformers.T5EncoderModel`."""
-        params = dict(self.parameters_and_names())
-        tensors = {hf: params[ours].asnumpy().astype(np.float32) for ours, hf in self.hf_names().items()}
-        write_safetensors(os.path.join(folder, SAFETENSORS), tensors)
-        write_json(os.path.join(folder, CONFIG), self.config.to_hf())
+        save_hf_folder(self, self.hf_names(), folder, self.config.to_hf())
 
     def init_weights(self, seed: int | Sequence[int]) -> T5Encoder:
         """Random weights, deterministic by seed, with T5's scales (unit-variance embeddings, 1/sqrt(fan) else)."""
