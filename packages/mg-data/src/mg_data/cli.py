@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from mg_data.buckets import BucketConfig
 from mg_data.check import check_manifest
 from mg_data.manifest import ManifestError
+from mg_data.personalization import PersonalizationDataset, make_personalization_dataset
 from mg_data.synth import COLORS, DEFAULT_COLORS, DIRECTIONS, SHAPES, make_synthetic_dataset
 from mg_data.transforms import SHORT_POLICIES, FrameSampling
 
@@ -103,7 +104,80 @@ def _add_synth(subparsers) -> None:
         default=1.0,
         help="scales the background texture's contrast; 0 gives flat backgrounds (default 1)",
     )
+    parser.add_argument(
+        "--task",
+        choices=("t2v", "personalization"),
+        default="t2v",
+        help="t2v: captioned clips (default); personalization: clips captioned by motion only ('the subject "
+        "moving left') with a paired and a cross-paired reference still of their subject per clip (PT2V)",
+    )
+    parser.add_argument(
+        "--holdout-subject",
+        action="append",
+        default=[],
+        metavar="COLOR:SHAPE",
+        help="(personalization) a subject that appears only in val.csv (repeatable), e.g. blue:triangle",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _subject(text: str) -> tuple[str, str]:
+    color, _, shape = text.partition(":")
+    if not shape:
+        raise ValueError(f"--holdout-subject {text!r}: expected COLOR:SHAPE, e.g. blue:triangle")
+    return color, shape
+
+
+def _synth_personalization(args) -> PersonalizationDataset:
+    ignored = [flag for flag, value in (("--holdout", args.holdout), ("--images", args.images)) if value]
+    if ignored:
+        raise ValueError(
+            f"{', '.join(ignored)} do not apply to --task personalization (use --holdout-subject)"
+        )
+    return make_personalization_dataset(
+        args.out,
+        n=args.n,
+        seed=args.seed,
+        size=args.size,
+        num_frames=args.frames,
+        fps=args.fps,
+        colors=args.colors,
+        shapes=args.shapes,
+        directions=args.directions,
+        holdout_subjects=[_subject(text) for text in args.holdout_subject],
+        val_fraction=args.val_fraction,
+        travel=args.travel,
+        crf=args.crf,
+        shape_size=args.shape_size,
+        texture_contrast=args.texture_contrast,
+    )
+
+
+def _synth(args):
+    if args.task == "personalization":
+        return _synth_personalization(args)
+    if args.holdout_subject:
+        raise ValueError("--holdout-subject applies to --task personalization only")
+    return make_synthetic_dataset(
+        args.out,
+        n=args.n,
+        seed=args.seed,
+        size=args.size,
+        num_frames=args.frames,
+        fps=args.fps,
+        colors=args.colors,
+        shapes=args.shapes,
+        directions=args.directions,
+        val_fraction=args.val_fraction,
+        holdout_captions=args.holdout,
+        num_images=args.images,
+        travel=args.travel,
+        start_jitter=args.start_jitter,
+        crf=args.crf,
+        shape_size=args.shape_size,
+        texture_contrast=args.texture_contrast,
+        verbose=not args.quiet,
+    )
 
 
 def _add_check(subparsers) -> None:
@@ -171,26 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "synth":
         try:
-            result = make_synthetic_dataset(
-                args.out,
-                n=args.n,
-                seed=args.seed,
-                size=args.size,
-                num_frames=args.frames,
-                fps=args.fps,
-                colors=args.colors,
-                shapes=args.shapes,
-                directions=args.directions,
-                val_fraction=args.val_fraction,
-                holdout_captions=args.holdout,
-                num_images=args.images,
-                travel=args.travel,
-                start_jitter=args.start_jitter,
-                crf=args.crf,
-                shape_size=args.shape_size,
-                texture_contrast=args.texture_contrast,
-                verbose=not args.quiet,
-            )
+            result = _synth(args)
         except ValueError as exc:
             print(f"mg-data synth: error: {exc}", file=sys.stderr)
             return 2

@@ -5,7 +5,9 @@ One sample (docs/contracts.md 1):
   `mean + std * eps` when a latent cache is given;
 - `caption`: str ("" when text is dropped or the manifest has none);
 - `<encoder>_emb` (L, D) float32 and `<encoder>_mask` (L,) uint8 per cached text encoder;
-- `fps`: float32 frame rate of the returned clip; `index`: int64 index of the sample actually served.
+- `fps`: float32 frame rate of the returned clip; `index`: int64 index of the sample actually served;
+- `reference`: (S, S, 3) uint8 RGB reference image (personalisation, PT2V) when `reference_columns` is given:
+  the image named in one of those manifest columns (chosen per sample), centre-cropped and resized to S.
 
 Randomness (clip start, crop, flip, latent noise, text dropout) comes from a generator seeded by
 (seed, epoch, index), so a sample is the same whichever worker loads it and after a resume.
@@ -61,6 +63,8 @@ class VideoDataset:
     carries its embeddings; `text_drop_prob` replaces them by the empty prompt's (classifier-free guidance).
     With `latent_cache`, samples serve latents instead of pixels: `num_latent_frames` (or the bucket's
     ceil(T / 8)) consecutive latent frames from a start chosen like a clip's; flips and crops do not apply.
+    With `reference_columns` (e.g. ("reference",), or ("reference", "cross_reference") for PT2V's stage 3, one
+    picked uniformly per sample) each sample carries its reference image, `reference_size` pixels square.
     """
 
     def __init__(
@@ -86,6 +90,8 @@ class VideoDataset:
         temporal_compression: int = 8,
         seed: int = 0,
         max_retries: int = 20,
+        reference_columns: Sequence[str] = (),
+        reference_size: int = 224,
         decode_threads: int = 1,
         probe_workers: int = 2,
         verbose: bool = False,
@@ -111,6 +117,13 @@ class VideoDataset:
         self.spatial_compression, self.temporal_compression = spatial_compression, temporal_compression
         self.seed, self.max_retries, self.decode_threads = int(seed), int(max_retries), int(decode_threads)
         self.verbose = verbose
+        self.reference_columns, self.reference_size = tuple(reference_columns), int(reference_size)
+        missing = [c for c in self.reference_columns if c not in self.manifest.columns]
+        if missing:
+            raise ValueError(
+                f"{self.manifest.path or 'manifest'}: reference_columns {missing} are not among its columns "
+                f"{list(self.manifest.columns)}"
+            )
         self.epoch = 0
         self.errors: dict[int, str] = {}  # index -> why it failed; never retried
         self.num_substituted = 0
@@ -252,7 +265,19 @@ class VideoDataset:
             key, (data, fps) = "latent", self._load_latent(row, bucket, rng)
         else:
             key, (data, fps) = "video", self._load_pixels(row, bucket, rng)
-        return {key: data, **text, "caption": caption, "fps": np.float32(fps), "index": np.int64(index)}
+        sample = {key: data, **text, "caption": caption, "fps": np.float32(fps), "index": np.int64(index)}
+        if self.reference_columns:
+            sample["reference"] = self._load_reference(index, row, rng)
+        return sample
+
+    def _load_reference(self, index: int, row: ManifestRow, rng: np.random.Generator) -> np.ndarray:
+        column = self.reference_columns[int(rng.integers(len(self.reference_columns)))]
+        name = row.extra.get(column, "")
+        if not name:
+            raise MediaReadError(f"{self.manifest.where(index)}: no reference image in column {column!r}")
+        image = read_image(self.manifest.root / name)
+        size = self.reference_size
+        return resize_crop(image, size, size, rng=None, interpolation=self.interpolation)[0]
 
     @property
     def output_keys(self) -> list[str]:
@@ -260,7 +285,8 @@ class VideoDataset:
         keys = ["latent" if self.latent_cache is not None else "video"]
         for name in self.text_cache.encoders if self.text_cache is not None else []:
             keys += [f"{name}_emb", f"{name}_mask"]
-        return [*keys, "caption", "fps", "index", "substituted"]
+        references = ["reference"] if self.reference_columns else []
+        return [*keys, "caption", "fps", "index", *references, "substituted"]
 
     def _null(self) -> dict:
         if self._null_text is None:
