@@ -18,7 +18,7 @@ from mindspore.experimental.optim import AdamW
 import mg_parallel as mp
 from mg_parallel.checkpoint import gather_full_state, unshard
 from mg_parallel.testing import run_cases
-from mgp_models import MLPStack, ToyTransformer, build
+from mg_parallel.testing.models import MLPStack, ToyTransformer, build
 
 
 def _rng(*key: int) -> np.random.Generator:

@@ -226,10 +226,18 @@ def _expected_memory(numels: list[int], world: int, stage: int) -> dict[str, int
     }
 
 
-def test_zero_memory_per_rank_scales_as_one_over_n(two_core, four):
-    import mgp_cases
+def _cases_module():
+    """mgp_cases.py loaded by path, as the msrun workers load it."""
+    import importlib.util
 
-    one = mgp_cases.zero_memory()  # world size 1, in this process
+    spec = importlib.util.spec_from_file_location("mgp_cases", CASES)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_zero_memory_per_rank_scales_as_one_over_n(two_core, four):
+    one = _cases_module().zero_memory()  # world size 1, in this process
     rows = {1: one, 2: two_core["zero_memory"][0], 4: four["zero_memory"][0]}
     print("\nZeRO bytes per rank (MLPStack dim 64, hidden 256, depth 2; AdamW):")
     print(f"{'stage':>5} {'ranks':>5} {'params':>10} {'grads':>10} {'optim':>10} {'copies':>10}  vs 1 rank")

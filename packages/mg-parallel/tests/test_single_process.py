@@ -14,7 +14,7 @@ from mg_parallel.comm import native_supported, resolve_impl
 from mg_parallel.groups import ParallelContext, ParallelLayout
 from mg_parallel.testing import CaseError, CaseResults, run_cases
 from mg_parallel.testing._worker import resolve_target
-from mgp_models import MLPStack, ToyTransformer, build
+from mg_parallel.testing.models import MLPStack, ToyTransformer, build
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
-"""Small models with the same seams as the Movie Gen transformer (docs/contracts.md section 5).
+"""Small models with the same seams as the Movie Gen transformer (docs/contracts.md section 5), for testing
+parallel plans before applying them to a large model (mg-parallel's own tests use them).
 
 - every attention layer owns a replaceable `core(q, k, v, mask)` in BNSD layout;
 - linear layers are plain `mint.nn.Linear` / `nn.Dense` sub-cells at stable paths;
