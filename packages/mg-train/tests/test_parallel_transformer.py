@@ -6,7 +6,8 @@ gradient checkpointing; the layouts the issue lists run with it off and on (`_ck
 
 - 4 ranks, one launch: dp2 x tp2 with ZeRO-3 and with ZeRO-2; tp2 x cp2; dp2 x sp2 with ZeRO-2; cp2 x sp2;
   dp4 with ZeRO-1; cp2 x sp2 with the position embedding added in every block (against a one-process run of
-  that model);
+  that model); dp2 x tp2 with ZeRO-3 initialised from a model file (`model.init_from`, each rank reading its
+  slices; against one process initialised from the same file);
 - 8 ranks: the shipped 30B stage-2 layout (tp2 x cp2 x sp4, ZeRO-3, checkpointing) scaled to 8 ranks as
   tp2 x cp2 x sp2 with ZeRO-3 and gradient checkpointing (sp halved: 8 ranks cannot hold 16);
 - 2 simulated hosts of 2 ranks each (network namespaces; one msrun per host, `--node_rank`): dp2 x tp2 with
@@ -31,7 +32,9 @@ pytestmark = pytest.mark.multiprocess
 
 # Four heads and widths that divide by tp x sp = 4; 16 frames at 32 px = 8 tokens, which divide by cp x sp x tp.
 MODEL = {**testing.TINY_MODEL, "num_heads": 4}
-REFERENCES = {"base": {}, "pos_every": {"pos_embed_every_layer": True}}
+REFERENCES = {"base": {}, "pos_every": {"pos_embed_every_layer": True}, "init_from_base": {}}
+# "init_from_base" starts from the base run's exported model (`model.init_from`): every rank reads only its
+# slices of that safetensors file (sharded initialisation from a file).
 
 # name -> (world size, reference model, config changes); the global batch is 4 in every case.
 CKPT = {"train": {"gradient_checkpointing": True}}
@@ -46,6 +49,7 @@ CASES = {
     "cp2_sp2": (4, "base", {"parallel": {"cp": 2, "sp": 2}}),
     "cp2_sp2_ckpt": (4, "base", {"parallel": {"cp": 2, "sp": 2}, **CKPT}),
     "dp4_zero1": (4, "base", {"parallel": {"zero_stage": 1}}),
+    "dp2_tp2_zero3_init_from": (4, "init_from_base", {"parallel": {"tp": 2, "zero_stage": 3}}),
     "cp2_sp2_pos_every": (4, "pos_every", {"parallel": {"cp": 2, "sp": 2}}),
     "30B_stage2_on_8": (8, "base", {"parallel": {"tp": 2, "cp": 2, "sp": 2, "zero_stage": 3}, **CKPT}),
 }
@@ -62,10 +66,13 @@ def case_config(inputs: SimpleNamespace, out: Path, reference: str, changes: dic
         "batch_size": 4 // (world // model_parallel),  # per data-parallel rank: the global batch stays 4
     }
     sections = {k: v for k, v in changes.items() if k not in ("parallel", "train")}
+    model = {"preset": "tiny", "overrides": {**MODEL, **REFERENCES[reference]}}
+    if reference == "init_from_base":
+        model["init_from"] = str(Path(out).parents[1] / "single" / "base")  # <root>/<single|runsN>/<name>
     return testing.transformer_train_config(
         inputs,
         out,
-        model={"preset": "tiny", "overrides": {**MODEL, **REFERENCES[reference]}},
+        model=model,
         data=data,
         optim={"lr": 3e-3, "warmup_steps": 1, "ema_decay": 0.5},
         train={"steps": 3, "val_every": 3, "val_batches": 1, **changes.get("train", {})},
@@ -101,7 +108,7 @@ def inputs(tmp_path_factory):
     data = testing.make_training_data(root / "data", n=12)
     from mg_train.transformer_train import run
 
-    for reference in REFERENCES:
+    for reference in REFERENCES:  # in order: init_from_base starts from base's export
         run(case_config(data, root / "single" / reference, reference, {}))
     return root, data
 
