@@ -654,13 +654,15 @@ class TemporalAutoencoder(nn.Cell):
         self,
         tile_frames: int = 32,
         overlap_frames: int = 16,
-        tile_size: int | None = 256,
-        overlap_size: int = 64,
+        tile_size: int | None = 128,
+        overlap_size: int = 32,
     ) -> None:
         """Encode/decode in overlapping tiles blended with linear ramps (bounded memory for long or large clips).
 
         Sizes are in pixels and must be multiples of 8: temporal tiles of `tile_frames` frames sharing
         `overlap_frames`, spatial tiles of `tile_size` pixels sharing `overlap_size` (None: no spatial tiling).
+        The defaults bound the working memory on CPU to that of a 32-frame 128x128 tile: with the SD3.5 widths
+        a 1x3x32x256x256 clip peaks at 7.4 GB (256-px tiles, the whole clip here, were killed at 24 GB).
         """
         from mg_tae.tiling import TilingConfig
 

@@ -22,8 +22,8 @@ class TilingConfig:
 
     tile_frames: int = 32
     overlap_frames: int = 16
-    tile_size: int | None = 256
-    overlap_size: int = 64
+    tile_size: int | None = 128
+    overlap_size: int = 32
 
     def checked(self, config: TAEConfig) -> TilingConfig:
         t, s = config.temporal_compression, config.spatial_compression
