@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from mg_data.buckets import BucketConfig
 from mg_data.check import check_manifest
 from mg_data.manifest import ManifestError
-from mg_data.personalization import PersonalizationDataset, make_personalization_dataset
+from mg_data.personalization import make_personalization_dataset
 from mg_data.synth import COLORS, DEFAULT_COLORS, DIRECTIONS, SHAPES, make_synthetic_dataset
 from mg_data.transforms import SHORT_POLICIES, FrameSampling
 
@@ -128,55 +128,45 @@ def _subject(text: str) -> tuple[str, str]:
     return color, shape
 
 
-def _synth_personalization(args) -> PersonalizationDataset:
-    ignored = [flag for flag, value in (("--holdout", args.holdout), ("--images", args.images)) if value]
-    if ignored:
-        raise ValueError(
-            f"{', '.join(ignored)} do not apply to --task personalization (use --holdout-subject)"
-        )
-    return make_personalization_dataset(
-        args.out,
-        n=args.n,
-        seed=args.seed,
-        size=args.size,
-        num_frames=args.frames,
-        fps=args.fps,
-        colors=args.colors,
-        shapes=args.shapes,
-        directions=args.directions,
-        holdout_subjects=[_subject(text) for text in args.holdout_subject],
-        val_fraction=args.val_fraction,
-        travel=args.travel,
-        crf=args.crf,
-        shape_size=args.shape_size,
-        texture_contrast=args.texture_contrast,
-    )
+def _common_synth_arguments(args) -> dict:
+    """The keyword arguments both synthetic sets take from the command line."""
+    return {
+        "n": args.n,
+        "seed": args.seed,
+        "size": args.size,
+        "num_frames": args.frames,
+        "fps": args.fps,
+        "colors": args.colors,
+        "shapes": args.shapes,
+        "directions": args.directions,
+        "val_fraction": args.val_fraction,
+        "travel": args.travel,
+        "crf": args.crf,
+        "shape_size": args.shape_size,
+        "texture_contrast": args.texture_contrast,
+    }
 
 
 def _synth(args):
     if args.task == "personalization":
-        return _synth_personalization(args)
+        ignored = [flag for flag, value in (("--holdout", args.holdout), ("--images", args.images)) if value]
+        if ignored:
+            raise ValueError(
+                f"{', '.join(ignored)} do not apply to --task personalization (use --holdout-subject)"
+            )
+        subjects = [_subject(text) for text in args.holdout_subject]
+        return make_personalization_dataset(
+            args.out, holdout_subjects=subjects, **_common_synth_arguments(args)
+        )
     if args.holdout_subject:
         raise ValueError("--holdout-subject applies to --task personalization only")
     return make_synthetic_dataset(
         args.out,
-        n=args.n,
-        seed=args.seed,
-        size=args.size,
-        num_frames=args.frames,
-        fps=args.fps,
-        colors=args.colors,
-        shapes=args.shapes,
-        directions=args.directions,
-        val_fraction=args.val_fraction,
         holdout_captions=args.holdout,
         num_images=args.images,
-        travel=args.travel,
         start_jitter=args.start_jitter,
-        crf=args.crf,
-        shape_size=args.shape_size,
-        texture_contrast=args.texture_contrast,
         verbose=not args.quiet,
+        **_common_synth_arguments(args),
     )
 
 

@@ -31,6 +31,7 @@ from mg_data.synth import (
     _clip_spec,
     _coverage,
     _row,
+    check_vocabulary,
     render_clip,
 )
 from mg_data.video_io import write_image, write_video
@@ -90,14 +91,7 @@ def make_personalization_dataset(
     `synth.json`. Deterministic in `seed`; subjects x directions cycle in a seeded order. Clips whose subject
     (colour, shape) is in `holdout_subjects` go only to validation; of the rest a seeded `val_fraction` too.
     """
-    for name, chosen, known in (
-        ("color", colors, COLORS),
-        ("shape", shapes, SHAPES),
-        ("direction", directions, DIRECTIONS),
-    ):
-        unknown = [value for value in chosen if value not in known]
-        if unknown or not chosen:
-            raise ValueError(f"{name}s must be a non-empty subset of {list(known)}, got {list(chosen)}")
+    check_vocabulary(colors, shapes, directions)
     subjects = list(itertools.product(colors, shapes))
     holdout = [tuple(subject) for subject in holdout_subjects]
     unknown = [subject for subject in holdout if subject not in subjects]

@@ -37,6 +37,18 @@ DEFAULT_COLORS = ("red", "green", "blue", "yellow")
 BACKGROUNDS = ("stripes", "checker", "blobs")
 
 
+def check_vocabulary(colors: Sequence[str], shapes: Sequence[str], directions: Sequence[str]) -> None:
+    """Raise ValueError unless each list is a non-empty subset of the known colours, shapes and directions."""
+    for name, chosen, known in (
+        ("color", colors, COLORS),
+        ("shape", shapes, SHAPES),
+        ("direction", directions, DIRECTIONS),
+    ):
+        unknown = [value for value in chosen if value not in known]
+        if unknown or not chosen:
+            raise ValueError(f"{name}s must be a non-empty subset of {list(known)}, got {list(chosen)}")
+
+
 def caption_for(color: str, shape: str, direction: str | None) -> str:
     """The caption of a clip ("a red circle moving left") or of a still image ("a red circle")."""
     return f"a {color} {shape}" + (f" moving {direction}" if direction else "")
@@ -252,14 +264,7 @@ def make_synthetic_dataset(
     `synth.json` (the arguments). Takes a few seconds for ~100 small clips.
     """
     height, width = _as_size(size)
-    for name, chosen, known in (
-        ("color", colors, COLORS),
-        ("shape", shapes, SHAPES),
-        ("direction", directions, DIRECTIONS),
-    ):
-        unknown = [value for value in chosen if value not in known]
-        if unknown or not chosen:
-            raise ValueError(f"{name}s must be a non-empty subset of {list(known)}, got {list(chosen)}")
+    check_vocabulary(colors, shapes, directions)
     if n < 0 or num_images < 0 or n + num_images == 0:
         raise ValueError(f"need at least one clip or image, got n={n}, num_images={num_images}")
     if num_frames < 2:
