@@ -21,12 +21,9 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, mint, nn, ops
 
-from mg_transformer.text.clip import CLIPBlock, block_hf_names
+from mg_transformer.text.clip import CLIPBlock, block_hf_names, load_clip_tower
 from mg_transformer.text.hf_io import (
     CONFIG,
-    HFWeights,
-    load_weights_into,
-    read_config,
     save_hf_folder,
 )
 from mg_transformer.text.layers import LayerNorm, activation
@@ -193,20 +190,7 @@ class CLIPVisionEncoder(nn.Cell):
         cls, folder: str | os.PathLike, dtype: ms.Type = ms.float32, strict: bool = True
     ) -> CLIPVisionEncoder:
         """Build from a Hugging Face folder (`config.json` + safetensors); a text tower in it is skipped."""
-        config = CLIPVisionConfig.from_hf(read_config(folder), source=str(os.path.join(folder, CONFIG)))
-        weights = HFWeights(folder)
-        if config.with_projection and "visual_projection.weight" not in weights:
-            config.with_projection = False  # e.g. a CLIPModel config saved with only its vision tower
-        model = cls(config, dtype)
-        load_weights_into(
-            model,
-            weights,
-            model.hf_names(),
-            owned_prefixes=("vision_model.", "visual_projection."),
-            ignored=("vision_model.embeddings.position_ids",),  # a buffer older checkpoints saved
-            strict=strict,
-        )
-        return model
+        return load_clip_tower(cls, CLIPVisionConfig, folder, "vision", dtype, strict)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write `config.json` + `model.safetensors` in the layout of `transformers.CLIPVisionModel(WithProjection)`."""

@@ -111,6 +111,28 @@ def block_hf_names(hf_prefix: str, num_layers: int) -> dict[str, str]:
     return names
 
 
+def load_clip_tower(cls, config_class, folder: str | os.PathLike, tower: str, dtype: ms.Type, strict: bool):
+    """`cls` (a CLIP text or vision tower cell) built from `config_class.from_hf` of a Hugging Face folder and
+    loaded with its weights; `tower` is "text" or "vision" (keys `<tower>_model.*`, and `text_projection` /
+    `visual_projection` when the checkpoint has one). Keys of the other tower are skipped."""
+    prefix = f"{tower}_model."
+    projection = "text_projection.weight" if tower == "text" else "visual_projection.weight"
+    config = config_class.from_hf(read_config(folder), source=str(os.path.join(folder, CONFIG)))
+    weights = HFWeights(folder)
+    if config.with_projection and projection not in weights:
+        config.with_projection = False  # e.g. a CLIPModel config saved with only this tower
+    model = cls(config, dtype)
+    load_weights_into(
+        model,
+        weights,
+        model.hf_names(),
+        owned_prefixes=(prefix, projection.rsplit(".", 1)[0] + "."),
+        ignored=(f"{prefix}embeddings.position_ids",),  # a buffer older checkpoints saved
+        strict=strict,
+    )
+    return model
+
+
 class CLIPAttention(nn.Cell):
     """Multi-head attention with biased q/k/v/out projections and 1/sqrt(head_dim) scaling."""
 
@@ -234,20 +256,7 @@ class CLIPTextEncoder(nn.Cell):
         cls, folder: str | os.PathLike, dtype: ms.Type = ms.float32, strict: bool = True
     ) -> CLIPTextEncoder:
         """Build from a Hugging Face folder (`config.json` + safetensors); a vision tower in it is skipped."""
-        config = CLIPTextConfig.from_hf(read_config(folder), source=str(os.path.join(folder, CONFIG)))
-        weights = HFWeights(folder)
-        if config.with_projection and "text_projection.weight" not in weights:
-            config.with_projection = False  # e.g. a CLIPModel config saved with only its text tower
-        model = cls(config, dtype)
-        load_weights_into(
-            model,
-            weights,
-            model.hf_names(),
-            owned_prefixes=("text_model.", "text_projection."),
-            ignored=("text_model.embeddings.position_ids",),  # a buffer older checkpoints saved
-            strict=strict,
-        )
-        return model
+        return load_clip_tower(cls, CLIPTextConfig, folder, "text", dtype, strict)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write `config.json` + `model.safetensors` in the layout of `transformers.CLIPTextModel(WithProjection)`."""
