@@ -131,3 +131,25 @@ def test_cli_writes_the_set_and_names_bad_subjects(tmp_path, capsys):
     assert "expected COLOR:SHAPE" in capsys.readouterr().err
     assert main([*cmd, "--images", "3"]) == 2
     assert "--images do not apply to --task personalization" in capsys.readouterr().err
+
+
+def test_the_readme_command_runs_as_written(tmp_path):
+    """The README's personalisation command, taken from its bash block and run in a shell as written."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    commands = [b.strip() for b in blocks if "--task personalization" in b]
+    assert len(commands) == 1 and "\n" not in commands[0], commands
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    done = subprocess.run(["bash", "-c", commands[0]], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    val = load_manifest(tmp_path / "data" / "pt2v" / "val.csv").rows
+    train = load_manifest(tmp_path / "data" / "pt2v" / "train.csv").rows
+    assert len(train) + len(val) == 96
+    assert {(r.extra["color"], r.extra["shape"]) for r in val} >= {("blue", "triangle")}
+    assert ("blue", "triangle") not in {(r.extra["color"], r.extra["shape"]) for r in train}
