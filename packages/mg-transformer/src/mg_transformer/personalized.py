@@ -39,6 +39,26 @@ from mg_transformer.vision import CLIPVisionEncoder
 TRANSFORMER_DIR = "transformer"
 VISION_DIR = "vision"
 PROJECTION_FILE = "reference_projection.safetensors"
+FOLDER_ENTRIES = (TRANSFORMER_DIR, VISION_DIR, PROJECTION_FILE)
+
+
+def is_personalized_folder(directory: str | os.PathLike) -> bool:
+    """Whether `directory` holds a PT2V model (or a pipeline with one): the reference projection is there."""
+    return (Path(directory) / PROJECTION_FILE).is_file() and (Path(directory) / VISION_DIR).is_dir()
+
+
+def write_reference_parts(
+    directory: Path, vision: CLIPVisionEncoder, projection: dict[str, np.ndarray]
+) -> None:
+    """The PT2V folder's own parts next to its `transformer/`: `vision/` (Hugging Face layout) and the
+    reference projection. `save_pretrained` and mg-train's export (which streams the transformer) share it."""
+    (directory / VISION_DIR).mkdir()
+    vision.save_pretrained(directory / VISION_DIR)
+    save_file(
+        {k: np.ascontiguousarray(v, np.float32) for k, v in projection.items()},
+        str(directory / PROJECTION_FILE),
+        metadata={"format": "np"},
+    )
 
 
 class PersonalizedTransformer(nn.Cell):
@@ -120,34 +140,40 @@ class PersonalizedTransformer(nn.Cell):
         projection = {
             name: param.asnumpy() for name, param in self.reference_projection.parameters_and_names()
         }
-        with atomic_dir(directory, replaces=(TRANSFORMER_DIR, VISION_DIR, PROJECTION_FILE)) as tmp:
+        with atomic_dir(directory, replaces=FOLDER_ENTRIES) as tmp:
             self.transformer.save_pretrained(tmp / TRANSFORMER_DIR)
-            (tmp / VISION_DIR).mkdir()
-            self.vision.save_pretrained(tmp / VISION_DIR)
-            save_file(projection, str(tmp / PROJECTION_FILE), metadata={"format": "np"})
+            write_reference_parts(tmp, self.vision, projection)
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> PersonalizedTransformer:
         directory = Path(directory)
-        for name in (TRANSFORMER_DIR, VISION_DIR, PROJECTION_FILE):
+        for name in FOLDER_ENTRIES:
             if not (directory / name).exists():
                 raise FileNotFoundError(
                     f"{directory / name}: missing; a PT2V folder holds {TRANSFORMER_DIR}/, {VISION_DIR}/ and "
                     f"{PROJECTION_FILE} (PersonalizedTransformer.save_pretrained)"
                 )
         model = cls.from_t2v(directory / TRANSFORMER_DIR, directory / VISION_DIR)
-        saved = load_file(str(directory / PROJECTION_FILE))
-        params = dict(model.reference_projection.parameters_and_names())
-        if saved.keys() != params.keys():
-            raise ValueError(
-                f"{directory / PROJECTION_FILE}: tensors {sorted(saved)}, expected {sorted(params)}"
-            )
-        for name, value in saved.items():
-            if tuple(value.shape) != tuple(params[name].shape):
-                raise ValueError(
-                    f"{directory / PROJECTION_FILE}: {name} has shape {value.shape}, the models in the folder "
-                    f"need {tuple(params[name].shape)}"
-                )
-            params[name].set_data(Tensor(value))
+        model.load_reference_projection(directory / PROJECTION_FILE)
         return model
+
+    def load_reference_projection(self, path: str | os.PathLike) -> None:
+        """Set the reference projection from its safetensors file (checked against this model's shapes)."""
+        for name, value in read_reference_projection(path, self.reference_projection).items():
+            dict(self.reference_projection.parameters_and_names())[name].set_data(Tensor(value))
+
+
+def read_reference_projection(path: str | os.PathLike, projection: nn.Cell) -> dict[str, np.ndarray]:
+    """The tensors of a `reference_projection.safetensors`, checked against `projection`'s names and shapes."""
+    saved = load_file(str(path))
+    params = dict(projection.parameters_and_names())
+    if saved.keys() != params.keys():
+        raise ValueError(f"{path}: tensors {sorted(saved)}, expected {sorted(params)}")
+    for name, value in saved.items():
+        if tuple(value.shape) != tuple(params[name].shape):
+            raise ValueError(
+                f"{path}: {name} has shape {value.shape}, the models in the folder need "
+                f"{tuple(params[name].shape)}"
+            )
+    return {name: value.astype(np.float32) for name, value in saved.items()}

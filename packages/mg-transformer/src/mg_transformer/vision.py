@@ -93,6 +93,19 @@ class CLIPVisionConfig:
         except (TypeError, ValueError) as err:
             raise ValueError(f"{source}: {err}") from err
 
+    @classmethod
+    def tiny(cls) -> CLIPVisionConfig:
+        """A random-initialised tower for tests and CPU recipes: 64-px images, 16-px patches (17 tokens),
+        width 64, 2 layers; a real run loads Long-prompt MetaCLIP's tower instead."""
+        return cls(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=64,
+            patch_size=16,
+        )
+
     def to_hf(self) -> dict:
         """A `config.json` dict that `transformers.CLIPVisionModel(WithProjection)` reads."""
         values = asdict(self)
@@ -156,7 +169,7 @@ class CLIPVisionEncoder(nn.Cell):
 
     def tokens(self, pixels: ms.Tensor) -> ms.Tensor:
         """Post-normed states of every position (B, 1 + patches, D): the vision tokens PT2V projects."""
-        states, _ = self(pixels)
+        states, _ = self.construct(pixels)  # not self(...): graph mode cannot call a cell on itself
         return self.post_norm(states)
 
     def project(self, pooled: ms.Tensor) -> ms.Tensor:
@@ -191,6 +204,17 @@ class CLIPVisionEncoder(nn.Cell):
     ) -> CLIPVisionEncoder:
         """Build from a Hugging Face folder (`config.json` + safetensors); a text tower in it is skipped."""
         return load_clip_tower(cls, CLIPVisionConfig, folder, "vision", dtype, strict)
+
+    @classmethod
+    def from_source(cls, source: str | os.PathLike, seed: int = 0) -> CLIPVisionEncoder:
+        """A Hugging Face folder, or "tiny" (`CLIPVisionConfig.tiny`, random weights from `seed`)."""
+        if str(source) == "tiny":
+            return cls(CLIPVisionConfig.tiny()).init_weights(seed)
+        if not os.path.isdir(source):
+            raise FileNotFoundError(
+                f"vision encoder {source!r}: not a folder (a Hugging Face CLIP vision or CLIP model) nor 'tiny'"
+            )
+        return cls.from_pretrained(source)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write `config.json` + `model.safetensors` in the layout of `transformers.CLIPVisionModel(WithProjection)`."""
