@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from mindspore import Tensor
 
 from mg_data.atomic import atomic_dir
 from mg_parallel.safetensors_io import TensorSpec, write_safetensors
@@ -22,6 +23,7 @@ from mg_train.config.loader import ConfigError
 from mg_train.train_state import full_weights
 
 MODEL_FILES = ("config.json", "model.safetensors")
+PT2V_FILES = ("transformer", "vision", "reference_projection.safetensors")
 
 
 def _format_of(kind: str | None):
@@ -48,6 +50,9 @@ def write_model_files(
             f"{checkpoint.path}: the manifest records no model config (a checkpoint of mg-train 0.4?); export "
             "it by resuming the run for zero steps with mg-train 0.5 first"
         )
+    if info.get("kind") == "pt2v":
+        write_personalized_files(folder, checkpoint, info, weights)
+        return info
     write_files, config_class = _format_of(info.get("kind"))
     config = config_class.from_dict(info["config"], source=f"{checkpoint.path}/manifest.json")
     specs, read, close = full_weights(checkpoint, ema=weights == "ema")
@@ -61,6 +66,46 @@ def write_model_files(
     return info
 
 
+def write_personalized_files(
+    folder: Path, checkpoint: Checkpoint, info: dict[str, Any], weights: Literal["ema", "raw"] = "ema"
+) -> None:
+    """A PT2V folder (mg_transformer.personalized: transformer/, vision/, reference_projection.safetensors)
+    into an existing `folder`: the transformer streamed one tensor at a time, the vision tower and the projection
+    (small next to it) built whole."""
+    from mg_transformer.config import TransformerConfig
+    from mg_transformer.personalized import TRANSFORMER_DIR, write_reference_parts
+    from mg_transformer.pretrained import write_model_files as write_transformer_files
+    from mg_transformer.vision import CLIPVisionConfig, CLIPVisionEncoder
+
+    source = f"{checkpoint.path}/manifest.json"
+    config = TransformerConfig.from_dict(info["config"]["transformer"], source=source)
+    vision = CLIPVisionEncoder(CLIPVisionConfig(**info["config"]["vision"]))
+    specs, read, close = full_weights(checkpoint, ema=weights == "ema")
+    parts: dict[str, list[tuple[str, Any]]] = {"transformer": [], "vision": [], "reference_projection": []}
+    for name, spec in specs:
+        part, _, inner = name.partition(".")
+        if part not in parts:
+            raise ValueError(f"{checkpoint.path}: {name} belongs to no part of a PT2V model")
+        parts[part].append((inner, spec))
+    try:
+        tensors = [TensorSpec(n, spec.full_shape, np.dtype(spec.dtype)) for n, spec in parts["transformer"]]
+        (folder / TRANSFORMER_DIR).mkdir()
+        write_transformer_files(
+            folder / TRANSFORMER_DIR,
+            config,
+            lambda path, metadata: write_safetensors(
+                path, tensors, lambda n: read(f"transformer.{n}"), metadata=metadata
+            ),
+        )
+        params = dict(vision.parameters_and_names())
+        for inner, _ in parts["vision"]:
+            params[inner].set_data(Tensor(read(f"vision.{inner}").astype(np.float32)))
+        projection = {n: read(f"reference_projection.{n}") for n, _ in parts["reference_projection"]}
+        write_reference_parts(folder, vision, projection)
+    finally:
+        close()
+
+
 def export_model(checkpoint: str | Path, output: str | Path, weights: Literal["ema", "raw"] = "ema") -> Path:
     """Write the model of `checkpoint` (a checkpoint folder or a run directory: its latest) to `output`."""
     path = Path(checkpoint)
@@ -72,7 +117,7 @@ def export_model(checkpoint: str | Path, output: str | Path, weights: Literal["e
             )
         path = latest
     opened = Checkpoint.open(path)
-    with atomic_dir(output, replaces=MODEL_FILES) as tmp:
+    with atomic_dir(output, replaces=MODEL_FILES + PT2V_FILES) as tmp:
         write_model_files(tmp, opened, weights)
     return Path(output)
 
@@ -81,5 +126,10 @@ def run(cfg) -> Path:
     """The `mg-train export` command."""
     cfg.check()
     out = export_model(cfg.checkpoint, cfg.output_dir, cfg.weights)
-    print(f"export: wrote {out}/config.json and model.safetensors", flush=True)
+    written = (
+        "transformer/, vision/ and reference_projection.safetensors (PT2V)"
+        if (out / "vision").is_dir()
+        else "config.json and model.safetensors"
+    )
+    print(f"export: wrote {written} into {out}", flush=True)
     return out

@@ -7,6 +7,9 @@ of a transformer run (`<run>/pipeline/`):
     transformer/     MovieGenTransformer.save_pretrained
     tae/             TemporalAutoencoder.save_pretrained
     text_encoders/   optional: small text encoders the spec refers to by relative path (`bundle_text_encoders`)
+    vision/, reference_projection.safetensors
+                     a personalised (PT2V) pipeline only: with `transformer/` they form the PT2V folder
+                     (`PersonalizedTransformer.from_pretrained`); `generate(..., reference=images)`
 """
 
 from __future__ import annotations
@@ -28,10 +31,19 @@ from mg_data import write_image, write_video
 from mg_data.atomic import atomic_dir, write_text
 from mg_tae import TemporalAutoencoder
 from mg_transformer import MovieGenTransformer, sample
+from mg_transformer.personalized import (
+    PROJECTION_FILE,
+    VISION_DIR,
+    PersonalizedTransformer,
+    is_personalized_folder,
+    write_reference_parts,
+)
 from mg_transformer.text import TextEmbedder
+from mg_transformer.vision import preprocess
 
 PIPELINE_FILE = "pipeline.json"
 TEXT_ENCODERS_DIR = "text_encoders"  # bundled text encoders (`bundle_text_encoders`)
+FOLDER_ENTRIES = ("transformer", "tae", PIPELINE_FILE, TEXT_ENCODERS_DIR, VISION_DIR, PROJECTION_FILE)
 FORMAT = "mg-pipeline"
 
 # progress(stage, done, total) with stage "text", "denoise" or "decode".
@@ -75,14 +87,22 @@ def text_embedder_from_spec(spec: dict[str, Any], base: Path | None = None) -> T
 
 
 def write_pipeline_folder(
-    path: str | os.PathLike, transformer_dir: str | os.PathLike, tae: TemporalAutoencoder, info: PipelineInfo
+    path: str | os.PathLike,
+    transformer_dir: str | os.PathLike,
+    tae: TemporalAutoencoder,
+    info: PipelineInfo,
+    personalized: str | os.PathLike | None = None,
 ) -> Path:
     """A pipeline folder from an exported transformer folder (its files copied, not loaded: a large model is
     never built in memory), a TAE and the pipeline's info; the folder replaces an older one in one step. The text
-    encoders are only named (`info.text`): `MovieGenPipeline.from_pretrained` loads and checks them."""
+    encoders are only named (`info.text`): `MovieGenPipeline.from_pretrained` loads and checks them. With
+    `personalized` (a PT2V folder) its vision tower and reference projection are copied too."""
     path = Path(path)
-    with atomic_dir(path, replaces=("transformer", "tae", PIPELINE_FILE, TEXT_ENCODERS_DIR)) as tmp:
+    with atomic_dir(path, replaces=FOLDER_ENTRIES) as tmp:
         shutil.copytree(transformer_dir, tmp / "transformer")
+        if personalized is not None:
+            shutil.copytree(Path(personalized) / VISION_DIR, tmp / VISION_DIR)
+            shutil.copy2(Path(personalized) / PROJECTION_FILE, tmp / PROJECTION_FILE)
         tae.save_pretrained(tmp / "tae")
         data = asdict(info)
         data["size"] = list(info.size)
@@ -116,12 +136,17 @@ class MovieGenPipeline:
 
     def __init__(
         self,
-        transformer: MovieGenTransformer,
+        transformer: MovieGenTransformer | PersonalizedTransformer,
         tae: TemporalAutoencoder,
         text: TextEmbedder,
         info: PipelineInfo,
         jit: bool = True,
     ):
+        """`transformer` may be a PersonalizedTransformer (PT2V): `generate` then takes reference images."""
+        self.personalized = transformer if isinstance(transformer, PersonalizedTransformer) else None
+        if self.personalized is not None:
+            transformer = self.personalized.transformer
+            self.personalized.set_train(False)
         self.transformer, self.tae, self.text, self.info = transformer, tae, text, info
         order = tuple(transformer.config.text_encoders)
         if tuple(text.names) != order:
@@ -134,9 +159,13 @@ class MovieGenPipeline:
         self.transformer.set_train(False)
         self.tae.set_train(False)
         self._velocity = ms.jit(self._forward) if jit else self._forward
+        self._personal_velocity = ms.jit(self._personal_forward) if jit else self._personal_forward
 
     def _forward(self, x, t, text_embs, text_masks):
         return self.transformer(x, t, text_embs, text_masks)
+
+    def _personal_forward(self, x, t, text_embs, text_masks, pixels, keep):
+        return self.personalized(x, t, text_embs, text_masks, pixels, keep)
 
     # -- persistence ---------------------------------------------------------------------------------------------
 
@@ -145,7 +174,10 @@ class MovieGenPipeline:
         """Load from a pipeline folder, or from a run directory that contains `pipeline/`."""
         folder = resolve_pipeline_dir(path)
         info = PipelineInfo.load(folder / PIPELINE_FILE)
-        transformer = MovieGenTransformer.from_pretrained(folder / "transformer")
+        if is_personalized_folder(folder):
+            transformer = PersonalizedTransformer.from_pretrained(folder)
+        else:
+            transformer = MovieGenTransformer.from_pretrained(folder / "transformer")
         tae = TemporalAutoencoder.from_pretrained(folder / "tae")
         return cls(transformer, tae, text_embedder_from_spec(info.text, folder), info, jit=jit)
 
@@ -153,8 +185,13 @@ class MovieGenPipeline:
         """Write the pipeline folder; it replaces an existing pipeline folder in one step once complete (and
         refuses a folder that holds anything else)."""
         path = Path(path)
-        with atomic_dir(path, replaces=("transformer", "tae", PIPELINE_FILE, TEXT_ENCODERS_DIR)) as tmp:
+        with atomic_dir(path, replaces=FOLDER_ENTRIES) as tmp:
             self.transformer.save_pretrained(tmp / "transformer")
+            if self.personalized is not None:
+                projection = self.personalized.reference_projection.parameters_and_names()
+                write_reference_parts(
+                    tmp, self.personalized.vision, {name: p.asnumpy() for name, p in projection}
+                )
             self.tae.save_pretrained(tmp / "tae")
             info = asdict(self.info)
             info["size"] = list(self.info.size)
@@ -209,6 +246,39 @@ class MovieGenPipeline:
         _, t_lat, h_lat, w_lat = self.tae.latent_shape(frames, *size)
         return self.transformer.config.num_patches((t_lat, h_lat, w_lat))
 
+    @property
+    def takes_reference(self) -> bool:
+        """Whether `generate` accepts a reference image (a PT2V pipeline)."""
+        return self.personalized is not None
+
+    def _reference_velocity(self, reference: np.ndarray, batch: int) -> Callable:
+        """The sampler's velocity for PT2V: the reference on the conditional half of the batch, masked on the
+        unconditional half (the sampler stacks [conditional; unconditional] when guiding)."""
+        if self.personalized is None:
+            raise RequestError(
+                "this pipeline has no vision encoder (a text-to-video model): a reference image needs a PT2V "
+                "pipeline (trained with reference.vision)"
+            )
+        images = np.asarray(reference)
+        if images.ndim == 3:
+            images = np.broadcast_to(images, (batch, *images.shape))
+        if images.ndim != 4 or images.shape[0] != batch or images.shape[-1] != 3:
+            raise RequestError(
+                f"reference must be one RGB image (H, W, 3) or one per prompt ({batch}, H, W, 3), got shape "
+                f"{images.shape}"
+            )
+        pixels = ms.Tensor(preprocess(images, self.personalized.vision.config.image_size))
+
+        def velocity(x, t, text_embs, text_masks):
+            rows = x.shape[0]
+            keep = np.arange(rows) < batch  # rows past the batch are the unconditional half
+            both = pixels if rows == batch else ms.ops.concat([pixels, pixels], 0)
+            return self._personal_velocity(
+                x, t, text_embs, text_masks, both, ms.Tensor(keep.astype(np.float32))
+            )
+
+        return velocity
+
     # -- generation ----------------------------------------------------------------------------------------------
 
     def generate(
@@ -222,9 +292,14 @@ class MovieGenPipeline:
         cfg_scale: float = 7.5,
         seed: int = 0,
         progress: Progress | None = None,
+        reference: np.ndarray | None = None,
     ) -> np.ndarray:
         """uint8 frames (B, T, H, W, 3) for `prompts`; prompt i starts from the noise of seed + i, so a
-        (prompt, seed) pair gives the same result whatever else is in the batch."""
+        (prompt, seed) pair gives the same result whatever else is in the batch.
+
+        `reference` (PT2V pipelines): uint8 RGB image(s), (H, W, 3) for every prompt or (B, H, W, 3) one per
+        prompt; the subject to show. Guidance contrasts (prompt, reference) with (empty prompt, no reference);
+        without a reference a PT2V pipeline is its T2V model."""
         if isinstance(prompts, str):
             prompts = [prompts]
         prompts = list(prompts)
@@ -233,6 +308,7 @@ class MovieGenPipeline:
         frames, (height, width) = self.check_request(num_frames, size)
         if steps < 2:
             raise RequestError(f"steps must be at least 2, got {steps}")
+        velocity = self._velocity if reference is None else self._reference_velocity(reference, len(prompts))
         report = progress or (lambda stage, done, total: None)
         names = tuple(self.transformer.config.text_encoders)
         report("text", 0, 1)
@@ -250,7 +326,7 @@ class MovieGenPipeline:
             return tuple(ms.Tensor(embedded[n][key]) for n in names)
 
         latents = sample(
-            self._velocity,
+            velocity,
             (len(prompts), *shape),
             tensors(cond, 0),
             tensors(cond, 1),

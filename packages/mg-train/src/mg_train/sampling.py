@@ -7,9 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+from mg_data import read_image
 from mg_data.atomic import write_text
 from mg_train.config.schema import SampleConfig
-from mg_train.pipeline import MovieGenPipeline, save_media, slugify
+from mg_train.pipeline import MovieGenPipeline, RequestError, save_media, slugify
 
 
 def read_prompts(cfg: SampleConfig) -> list[str]:
@@ -33,10 +34,26 @@ def read_prompts(cfg: SampleConfig) -> list[str]:
     return prompts
 
 
+def read_reference(cfg: SampleConfig):
+    """The reference image of `--reference` as uint8 RGB (H, W, 3), or None."""
+    if cfg.reference is None:
+        return None
+    path = Path(cfg.reference)
+    if not path.is_file():
+        raise FileNotFoundError(f"reference {path} does not exist (an image of the subject: png or jpg)")
+    return read_image(path)[0]  # (1, H, W, 3) -> (H, W, 3)
+
+
 def run(cfg: SampleConfig) -> list[Path]:
     prompts = read_prompts(cfg)
+    reference = read_reference(cfg)
     pipe = MovieGenPipeline.from_pretrained(cfg.checkpoint)
     frames, size = pipe.check_request(cfg.frames, cfg.size)  # refuse before any work
+    if reference is not None and not pipe.takes_reference:
+        raise RequestError(
+            f"--reference: {cfg.checkpoint} is a text-to-video pipeline (no vision encoder); reference images need "
+            "a personalised (PT2V) pipeline"
+        )
     fps = cfg.fps or pipe.info.fps
     out_dir = Path(cfg.output_dir)
     written: list[Path] = []
@@ -59,6 +76,7 @@ def run(cfg: SampleConfig) -> list[Path]:
             cfg_scale=cfg.cfg_scale,
             seed=cfg.seed + start,
             progress=progress,
+            reference=reference,
         )
         stems = [f"{start + i:04d}-{slugify(p)}" for i, p in enumerate(batch)]
         paths = save_media(videos, out_dir, stems, fps)
@@ -74,6 +92,7 @@ def run(cfg: SampleConfig) -> list[Path]:
         "frames": frames,
         "size": list(size),
         "fps": fps,
+        "reference": cfg.reference,
         "samples": records,
     }
     write_text(out_dir / "samples.json", json.dumps(settings, indent=1))

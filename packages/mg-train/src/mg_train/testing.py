@@ -14,6 +14,7 @@ from mindspore import Tensor
 from safetensors.numpy import load_file
 
 from mg_data import LatentCacheWriter, cache_key, load_manifest, make_synthetic_dataset
+from mg_data.personalization import make_personalization_dataset
 from mg_tae import TAEConfig, TemporalAutoencoder
 from mg_train.config.loader import from_dict
 from mg_train.config.schema import TransformerTrainConfig
@@ -72,12 +73,19 @@ def caption_pattern(caption: str, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def make_training_data(
-    root: Path, n: int = 10, num_images: int = 0, with_tae: bool = True
+    root: Path, n: int = 10, num_images: int = 0, with_tae: bool = True, personalization: bool = False
 ) -> SimpleNamespace:
     """Transformer-training inputs under `root`: synthetic 32 px clips of 16 frames (+ images), a latent cache
     whose means are a fixed pattern per caption (std 0.05; images get one latent frame), a tiny-encoder text
-    cache and a tiny TAE folder (named by the latent cache unless `with_tae` is False)."""
-    synth = make_synthetic_dataset(root / "synth", n=n, seed=0, size=32, num_frames=16, num_images=num_images)
+    cache and a tiny TAE folder (named by the latent cache unless `with_tae` is False). With `personalization`
+    the clips are mg-data's PT2V set (reference columns; captions name the motion only) and the pattern is per
+    caption and subject, so only the reference tells the subject apart."""
+    if personalization:
+        synth = make_personalization_dataset(root / "synth", n=n, seed=0, size=32, num_frames=16)
+    else:
+        synth = make_synthetic_dataset(
+            root / "synth", n=n, seed=0, size=32, num_frames=16, num_images=num_images
+        )
     tae_dir = root / "tae"
     tae = TemporalAutoencoder(TAEConfig.tiny(), seed=0)
     tae.save_pretrained(tae_dir)
@@ -93,7 +101,8 @@ def make_training_data(
     rows = [row for path in (synth.train_manifest, synth.val_manifest) for row in load_manifest(path).rows]
     for row in rows:
         frames = 1 if row.video.endswith(".png") else 2
-        mean = caption_pattern(row.caption, (16, frames, 4, 4))
+        subject = f"{row.extra.get('color')} {row.extra.get('shape')} " if personalization else ""
+        mean = caption_pattern(subject + row.caption, (16, frames, 4, 4))
         writer.write(row.video, mean, np.full_like(mean, LATENT_STD))
     TextEmbedder.tiny(seed=0).write_cache(
         root / "text",

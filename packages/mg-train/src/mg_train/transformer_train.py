@@ -26,7 +26,7 @@ from pathlib import Path
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, Tensor
+from mindspore import Parameter, Tensor, nn
 
 import mg_parallel as mp
 from mg_data import BucketBatchSampler, BucketConfig, VideoDataset, collate
@@ -287,7 +287,9 @@ def make_dataset(
     text: TextSource,
     buckets: BucketConfig,
     compression: tuple[int, int],
+    **options,
 ) -> VideoDataset:
+    """The dataset of a manifest; `options` are further VideoDataset arguments (PT2V's reference images)."""
     data = cfg.data
     return VideoDataset(
         manifest,
@@ -303,6 +305,7 @@ def make_dataset(
         temporal_compression=compression[0],
         spatial_compression=compression[1],
         seed=cfg.train.seed,
+        **options,
     )
 
 
@@ -363,9 +366,10 @@ def pipeline_fps(cfg: TransformerTrainConfig, seen: Sequence[float], dataset: Vi
 
 class Validator:
     """Mean rectified-flow loss on the first `val_batches` batches of the validation set at the fixed times
-    linspace(0, 1, n + 2)[1:-1], with noise fixed by (seed, batch, time) and no text dropout."""
+    linspace(0, 1, n + 2)[1:-1], with noise fixed by (seed, batch, time) and no text dropout. `extra(batch)`
+    gives the loss's further arguments (PT2V's reference images)."""
 
-    def __init__(self, cfg, ctx, dataset, text: TextSource, latents: LatentSource, loss_fn):
+    def __init__(self, cfg, ctx, dataset, text: TextSource, latents: LatentSource, loss_fn, extra=None):
         self.cfg, self.ctx, self.dataset, self.text, self.latents, self.loss_fn = (
             cfg,
             ctx,
@@ -374,6 +378,7 @@ class Validator:
             latents,
             loss_fn,
         )
+        self.extra = extra or (lambda batch: ())
         sampler = BucketBatchSampler(
             dataset.assignment,
             seed=cfg.train.seed,
@@ -401,9 +406,11 @@ class Validator:
 
             latents = self.latents.latents(batch, lambda shape: fixed(len(self.times), shape))
             embs, masks = self.text.embeddings(batch, captions_of(self.dataset, batch["index"]))
+            extra = self.extra(batch)
             for k, t in enumerate(self.times):
                 noise = Tensor(fixed(k, tuple(latents.shape[1:])))
-                loss = self.loss_fn(latents, embs, masks, Tensor(np.full(size, t, np.float32)), noise)
+                times = Tensor(np.full(size, t, np.float32))
+                loss = self.loss_fn(latents, embs, masks, times, noise, *extra)
                 total += float(loss.asnumpy())
                 count += 1
         return engine.global_mean(float(np.float32(total / max(count, 1))), self.ctx)
@@ -445,7 +452,10 @@ class TransformerTask:
         tp_seq = cfg.parallel.tp_sequence_parallel
         check_model_fits(self.model_config, buckets, compression, degrees, "model", tp_seq)
         self.text.use(self.model_config.text_encoders)
-        self.dataset = make_dataset(cfg, cfg.data.manifest, cfg.latent_cache, self.text, buckets, compression)
+        options = self.dataset_options()
+        self.dataset = make_dataset(
+            cfg, cfg.data.manifest, cfg.latent_cache, self.text, buckets, compression, **options
+        )
         sampler = BucketBatchSampler(
             self.dataset.assignment,
             seed=cfg.train.seed,
@@ -453,24 +463,59 @@ class TransformerTask:
             world_size=ctx.data_world,
             image_ratio=cfg.data.image_ratio,
         )
-        keys = [self.latents.key, *self.text.batch_keys(), "index", "fps", "substituted"]
+        keys = [self.latents.key, *self.text.batch_keys(), "index", "fps", "substituted", *self.extra_keys()]
         self.loader = BatchLoader(self.dataset, sampler, keys, num_workers=cfg.train.num_workers)
 
         ms.set_seed(cfg.train.seed)
-        self.model = MovieGenTransformer.lazy(self.model_config)  # no memory yet: `initialize` writes pieces
-        self.model.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
-        parallelize_transformer(self.model, ctx, tp_seq)
+        self.model = self.build_model()  # no memory yet: `initialize` writes pieces
+        self.transformer.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
+        parallelize_transformer(self.transformer, ctx, tp_seq)
         self.precision = resolve_precision(cfg.train.precision)
         apply_precision(self.model, self.precision)
-        self.loss, eval_loss = rectified_flow_losses(self.model, self.text.null(), cfg.flow.sigma_min)
+        self.loss, eval_loss = self.losses()
         self.validator = None
         if cfg.data.val_manifest:
             val_cache = cfg.val_latent_cache or cfg.latent_cache
-            val_data = make_dataset(cfg, cfg.data.val_manifest, val_cache, self.text, buckets, compression)
+            val_data = make_dataset(
+                cfg, cfg.data.val_manifest, val_cache, self.text, buckets, compression, **options
+            )
             self.validator = Validator(
-                cfg, ctx, val_data, self.text, self.latents, engine.compile_fn(eval_loss, cfg.train.jit)
+                cfg,
+                ctx,
+                val_data,
+                self.text,
+                self.latents,
+                engine.compile_fn(eval_loss, cfg.train.jit),
+                self.validation_inputs,
             )
         self.fps_seen: list[float] = []
+
+    # -- what a conditioned variant (PT2V) changes ---------------------------------------------------------------
+
+    def dataset_options(self) -> dict:
+        """Further VideoDataset arguments."""
+        return {}
+
+    def extra_keys(self) -> list[str]:
+        """Further batch keys the loss needs."""
+        return []
+
+    def build_model(self) -> nn.Cell:
+        """The trained model, built lazily; `self.transformer` is its MovieGenTransformer."""
+        self.transformer = MovieGenTransformer.lazy(self.model_config)
+        return self.transformer
+
+    def losses(self):
+        """(train loss, validation loss) called with `inputs(...).args` / (latents, text, t, noise, *extra)."""
+        return rectified_flow_losses(self.model, self.text.null(), self.config.flow.sigma_min)
+
+    def extra_inputs(self, batch: dict, step: int, micro: int) -> tuple:
+        """Further training-loss arguments of one micro-batch, after the text-dropout flags."""
+        return ()
+
+    def validation_inputs(self, batch: dict) -> tuple:
+        """Further validation-loss arguments of one batch."""
+        return ()
 
     def initialize(self) -> None:
         """Write this rank's pieces of the initial weights (after every parallel cut, ZeRO-3 included)."""
@@ -484,8 +529,28 @@ class TransformerTask:
         x0 = self.latents.latents(batch, draws.eps)
         embs, masks = self.text.embeddings(batch, captions_of(self.dataset, batch["index"]))
         noise = Tensor(draws.noise(tuple(x0.shape[1:])))
-        args = (x0, embs, masks, Tensor(draws.t), noise, Tensor(draws.drop))
+        args = (
+            x0,
+            embs,
+            masks,
+            Tensor(draws.t),
+            noise,
+            Tensor(draws.drop),
+            *self.extra_inputs(batch, step, micro),
+        )
         return StepInputs(args, {"latent_frames": int(x0.shape[2])})
+
+    def pipeline_info(self) -> PipelineInfo:
+        """What the exported pipeline records: frame rate, training frames and size, text encoders, the first
+        distinct training captions as example prompts."""
+        captions = list(dict.fromkeys(row.caption for row in self.dataset.manifest.rows if row.caption))
+        return PipelineInfo(
+            fps=pipeline_fps(self.config, self.fps_seen, self.dataset),
+            frames=self.config.data.frames,
+            size=tuple(int(v) for v in self.config.data.size),
+            text=self.text.spec,
+            example_prompts=captions[:EXAMPLE_PROMPTS],
+        )
 
     def validate(self) -> dict[str, float] | None:
         return {"val_loss": self.validator()} if self.validator is not None else None
@@ -508,7 +573,6 @@ class TransformerTask:
     def export(self, checkpoint: Path, out: Path) -> Path:
         """`transformer/` and, when the TAE and the text encoders are known, `pipeline/`; the weights are
         streamed from the checkpoint one tensor at a time (no full model is built)."""
-        cfg = self.config
         opened = Checkpoint.open(checkpoint)
         with atomic_dir(out / paths.TRANSFORMER_DIR, replaces=MODEL_FILES) as tmp:
             write_model_files(tmp, opened)
@@ -519,28 +583,19 @@ class TransformerTask:
                 file=sys.stderr,
             )
             return out / paths.TRANSFORMER_DIR
-        captions = []
-        for row in self.dataset.manifest.rows:
-            if row.caption and row.caption not in captions:
-                captions.append(row.caption)
-            if len(captions) == EXAMPLE_PROMPTS:
-                break
-        info = PipelineInfo(
-            fps=pipeline_fps(cfg, self.fps_seen, self.dataset),
-            frames=cfg.data.frames,
-            size=tuple(int(v) for v in cfg.data.size),
-            text=self.text.spec,
-            example_prompts=captions,
-        )
+        info = self.pipeline_info()
         write_pipeline_folder(out / paths.PIPELINE_DIR, out / paths.TRANSFORMER_DIR, self.latents.tae, info)
         return out
 
 
 def run(cfg: TransformerTrainConfig) -> Path:
-    """Train the transformer as configured; returns the run directory. Raises `engine.TrainingStopped` after
+    """Train the transformer as configured (PT2V when `reference.vision` is set or `model.init_from` is a PT2V
+    model: `pt2v_train`); returns the run directory. Raises `engine.TrainingStopped` after
     checkpointing when stopped by SIGTERM / Ctrl-C."""
     check_inputs(cfg)
     degrees = check_parallel(cfg, init_distributed()[1])
     ctx = mp.init_parallel(**degrees)
-    engine.train(TransformerTask(cfg, ctx), ctx)
+    from mg_train.pt2v_train import PT2VTask, is_personalized  # it builds on this module
+
+    engine.train((PT2VTask if is_personalized(cfg) else TransformerTask)(cfg, ctx), ctx)
     return Path(cfg.train.output_dir)

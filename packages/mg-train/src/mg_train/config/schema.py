@@ -379,6 +379,31 @@ class TransformerModelConfig:
 
 
 @dataclass
+class ReferenceConfig:
+    """Personalised Movie Gen (PT2V): a reference image per clip, encoded by a vision tower whose projected
+    tokens go in front of the text (mg_transformer.personalized)."""
+
+    vision: str | None = opt(
+        None,
+        "PT2V's vision encoder: a Hugging Face CLIP (vision) folder, or 'tiny' (random, for CPU recipes); null: "
+        "text-to-video, unless model.init_from is a PT2V model (whose encoder is then used)",
+    )
+    columns: list[str] = opt(
+        ["reference"],
+        "manifest columns holding the reference images, one picked per sample (PT2V stage 3: cross_reference)",
+    )
+    train_vision: bool = opt(False, "train the vision encoder too (PT2V stage 3); stages 1-2 keep it frozen")
+    dropout: float = opt(
+        0.1, "probability of training a sample without its reference (kept a T2V model; CFG drops it)"
+    )
+    seed: int = opt(0, "seed of the 'tiny' vision encoder and of the new reference projection")
+
+    def check(self) -> None:
+        need(0.0 <= self.dropout <= 1.0, "reference.dropout", self.dropout, "must be in [0, 1]")
+        need(bool(self.columns), "reference.columns", self.columns, "name at least one manifest column")
+
+
+@dataclass
 class FlowConfig:
     timestep_sampling: Literal["logit-normal", "uniform"] = opt(
         "logit-normal", "training-time distribution of t"
@@ -463,12 +488,13 @@ class TransformerTrainConfig:
     optim: OptimConfig = section(OptimConfig, "optimizer and schedule")
     train: RunConfig = section(RunConfig, "the run")
     parallel: ParallelConfig = section(ParallelConfig, "distributed training (under msrun)")
+    reference: ReferenceConfig = section(ReferenceConfig, "personalisation (PT2V): reference images")
     fps: float | None = opt(
         None, "frame rate recorded in the pipeline for sampling (default: the training clips' rate)"
     )
 
     def check(self) -> None:
-        for part in (self.flow, self.data, self.optim, self.train, self.parallel):
+        for part in (self.flow, self.data, self.optim, self.train, self.parallel, self.reference):
             part.check()
         self.data.check_validation(self.train)
         need(
@@ -590,6 +616,10 @@ class SampleConfig:
     fps: float | None = opt(None, "frame rate of the written mp4s; default: the pipeline's")
     batch_size: int = opt(4, "prompts sampled together")
     output_dir: str = opt("samples", "where the mp4 (video) or png (image) files go")
+    reference: str | None = opt(
+        None,
+        "reference image (png/jpg) of the subject, for a personalised (PT2V) pipeline; every prompt uses it",
+    )
 
 
 # -- quickstart ------------------------------------------------------------------------------------------------------
