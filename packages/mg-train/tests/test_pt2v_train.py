@@ -161,11 +161,11 @@ def test_export_of_a_pt2v_checkpoint_writes_the_runs_folder(stage1, tmp_path):
 
 
 def test_bad_reference_settings_are_named_before_training(data, t2v_run, tmp_path):
-    with pytest.raises(ConfigError, match="reference.vision"):
+    with pytest.raises(ConfigError, match=r"reference\.vision"):
         run(pt2v_config(data, tmp_path / "a", t2v_run, reference={"vision": str(tmp_path / "missing")}))
     with pytest.raises(ValueError, match="reference_columns"):
         run(pt2v_config(data, tmp_path / "b", t2v_run, reference={"vision": "tiny", "columns": ["face"]}))
-    with pytest.raises(ConfigError, match="reference.dropout"):
+    with pytest.raises(ConfigError, match=r"reference\.dropout"):
         run(pt2v_config(data, tmp_path / "c", t2v_run, reference={"vision": "tiny", "dropout": 1.5}))
     assert not (tmp_path / "a" / "checkpoints").exists()
     with pytest.raises(FileNotFoundError, match="reference"):
