@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from mg_demo.testing import FRAMES, SIZE, Server
+from mg_demo.testing import FRAMES, SIZE, Server, still
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,3 +47,42 @@ def server(pipeline_dir, tmp_path_factory):
     )
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def pt2v_dir(tmp_path_factory) -> Path:
+    """A tiny random personalised (PT2V) pipeline on disk."""
+    from mg_train.testing import tiny_random_pipeline
+
+    path = tmp_path_factory.mktemp("pt2v") / "pipeline"
+    tiny_random_pipeline(seed=0, frames=FRAMES, size=SIZE, personalized=True).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pt2v_reference(pt2v_dir):
+    from mg_train.pipeline import MovieGenPipeline
+
+    return MovieGenPipeline.from_pretrained(pt2v_dir, jit=False)
+
+
+@pytest.fixture(scope="session")
+def pt2v_server(pt2v_dir, tmp_path_factory):
+    """The demo serving the PT2V pipeline."""
+    cwd = tmp_path_factory.mktemp("pt2v_server")
+    srv = Server(["--checkpoint", str(pt2v_dir), "--no-jit", "--output-dir", str(cwd / "out")], cwd)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory) -> dict[str, Path]:
+    """Reference images a user would upload: a red and a blue square on grey (`mg_demo.testing.still`)."""
+    from mg_data import write_image
+
+    root = tmp_path_factory.mktemp("references")
+    paths = {}
+    for name, color in (("red", (225, 35, 35)), ("blue", (40, 60, 220))):
+        paths[name] = root / f"{name}.png"
+        write_image(paths[name], still(color))
+    return paths

@@ -39,7 +39,7 @@ def handlers(generator):
 def test_generate_returns_the_result_and_builds_the_session_gallery(handlers, reference):
     progress = Recorder()
     video, image, download, status, gallery, history = handlers.generate(
-        "a red circle", "", VIDEO, FRAMES, 32, 32, STEPS, 5.0, 11, [], progress=progress
+        "a red circle", "", VIDEO, FRAMES, 32, 32, STEPS, 5.0, 11, None, [], progress=progress
     )
     assert image is None and video == download and video.endswith("-a-red-circle-seed11.mp4")
     assert decode_video(video).shape == (FRAMES, 32, 32, 3)
@@ -48,7 +48,7 @@ def test_generate_returns_the_result_and_builds_the_session_gallery(handlers, re
     assert any(desc == f"Sampling: step {STEPS}/{STEPS}" for _, desc in progress.calls)
 
     video2, image2, download2, _, gallery2, history2 = handlers.generate(
-        "a blue square", "", IMAGE, FRAMES, 48, 32, STEPS, 3.0, 4, history, progress=Recorder()
+        "a blue square", "", IMAGE, FRAMES, 48, 32, STEPS, 3.0, 4, None, history, progress=Recorder()
     )
     assert video2 is None and image2 == download2 and image2.endswith(".png")
     expected = reference.generate(
@@ -71,7 +71,7 @@ def test_out_of_range_settings_raise_a_gradio_error_with_the_reason(handlers, fr
     with pytest.raises(gr.Error, match=message):
         handlers.check(*args)
     with pytest.raises(gr.Error, match=message):
-        handlers.generate(*args, [], progress=Recorder())
+        handlers.generate(*args, None, [], progress=Recorder())
 
 
 def test_unexpected_failures_become_a_message(handlers, monkeypatch):
@@ -80,7 +80,9 @@ def test_unexpected_failures_become_a_message(handlers, monkeypatch):
 
     monkeypatch.setattr(handlers.generator.pipeline, "generate", broken)
     with pytest.raises(gr.Error) as err:
-        handlers.generate("a red circle", "", VIDEO, FRAMES, 32, 32, STEPS, 5.0, 0, [], progress=Recorder())
+        handlers.generate(
+            "a red circle", "", VIDEO, FRAMES, 32, 32, STEPS, 5.0, 0, None, [], progress=Recorder()
+        )
     assert "generation failed (RuntimeError: device &lt;lost&gt;)" in err.value.message
 
 
@@ -94,7 +96,7 @@ def test_mode_switch_and_gallery_reuse(handlers):
         {"settings": {"prompt": "b", "negative_prompt": "", "mode": IMAGE, "frames": 1, "height": 48,
                       "width": 32, "steps": 3, "cfg_scale": 3.0, "seed": 4}},
         {"settings": {"prompt": "a", "negative_prompt": "n", "mode": VIDEO, "frames": 24, "height": 64,
-                      "width": 32, "steps": 5, "cfg_scale": 2.5, "seed": 9}},
+                      "width": 32, "steps": 5, "cfg_scale": 2.5, "seed": 9, "reference": "/tmp/red.png"}},
     ]  # fmt: skip
     assert handlers.reuse(history, gr.SelectData(None, {"index": 1, "value": None})) == (
         "a",
@@ -106,9 +108,11 @@ def test_mode_switch_and_gallery_reuse(handlers):
         5,
         2.5,
         9,
+        "/tmp/red.png",
     )
     reused = handlers.reuse(history, gr.SelectData(None, {"index": 0, "value": None}))
     assert reused[:3] == ("b", "", IMAGE) and reused[3] == gr.update()  # an image keeps the frame field
+    assert reused[-1] is None  # no reference recorded (a text-to-video result): the input is cleared
 
 
 def test_layout_examples_queue_and_api(generator, reference):

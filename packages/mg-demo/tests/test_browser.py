@@ -141,3 +141,20 @@ def test_a_size_the_model_cannot_make_is_refused_with_a_message(page):
     )
     assert "Traceback" not in page.content()
     assert page.locator("#video-output video").count() == 0  # nothing was generated
+
+
+def test_a_reference_image_is_uploaded_and_generates(browser, pt2v_server, images, page):
+    """The PT2V page has a reference input (the T2V page of `page` has none); an uploaded image generates."""
+    assert page.locator("#reference").is_hidden()
+    pt2v = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        pt2v.goto(pt2v_server.url)
+        pt2v.get_by_label("Prompt", exact=True).fill("the subject moving left")
+        pt2v.get_by_role("spinbutton", name="Sampling steps").fill("3")
+        pt2v.locator("#reference input[type=file]").set_input_files(str(images["red"]))
+        pt2v.locator("#reference img").first.wait_for(timeout=30_000)  # the upload is shown
+        pt2v.locator("#generate").click()
+        pt2v.locator("#video-output video").wait_for(timeout=120_000)
+        expect(pt2v.locator("#status")).to_contain_text("reference red.png", timeout=30_000)
+    finally:
+        pt2v.close()

@@ -132,6 +132,7 @@ def test_video_equals_the_pipeline_for_that_seed(generator, reference, tmp_path)
         "steps": STEPS,
         "cfg_scale": 4.0,
         "seed": 5,
+        "reference": None,
         "seconds": 0,
     }
     assert "seed 5" in result.caption() and "16 frames 32x32" in result.caption()

@@ -30,6 +30,7 @@ HISTORY_KEYS = (
     "steps",
     "cfg_scale",
     "seed",
+    "reference",
 )
 # Which form field a refusal belongs to (the validator shows it there), by how RequestError messages begin.
 FIELD_OF_MESSAGE = (
@@ -42,6 +43,7 @@ FIELD_OF_MESSAGE = (
     ("steps", "steps"),
     ("cfg scale", "cfg_scale"),
     ("seed", "seed"),
+    ("reference", "reference"),
 )
 
 
@@ -55,9 +57,15 @@ def _describe(generator: Generator) -> str:
     info, lim = generator.info, generator.limits()
     height, width = info.size
     where = f"`{public_path(generator.checkpoint)}`" if generator.checkpoint else "a pipeline in memory"
+    what = (
+        "Personalised video (PT2V: the subject of the reference image, doing what the prompt says), text to video "
+        "and text to image"
+        if generator.takes_reference
+        else "Text to video and text to image"
+    )
     return (
         f"# {TITLE}\n"
-        f"Text to video and text to image with {where}: trained on {info.frames} frames at "
+        f"{what} with {where}: trained on {info.frames} frames at "
         f"{height}x{width}, {info.fps:g} fps. Sizes are multiples of {lim['multiple']} up to "
         f"{lim['max_height']}x{lim['max_width']}, up to {lim['max_frames']} frames, at most "
         f"{lim['max_tokens']} tokens per video (memory)."
@@ -82,7 +90,8 @@ class DemoHandlers:
         steps,
         cfg_scale,
         seed,
-        history,
+        reference=None,
+        history=None,
         request: gr.Request = None,
     ) -> list[dict[str, Any]]:
         """Gradio's validator for the queued generation: runs when a request asks to join the queue (browser or
@@ -91,7 +100,7 @@ class DemoHandlers:
         fields = [*HISTORY_KEYS, "history"]
         try:
             self.generator.request(
-                prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed
+                prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed, reference
             )
             self.share.admit(client_of(request))
         except RequestError as err:
@@ -102,11 +111,13 @@ class DemoHandlers:
             return [gr.validate(name != field, message if name == field else "") for name in fields]
         return [gr.validate(True, "") for _ in fields]
 
-    def check(self, prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed) -> None:
+    def check(
+        self, prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed, reference=None
+    ) -> None:
         """Refuse an impossible request at once, with the reason in the UI."""
         try:
             self.generator.request(
-                prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed
+                prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed, reference
             )
         except RequestError as err:
             raise gr.Error(str(err), title="Cannot generate this", print_exception=False) from None
@@ -122,7 +133,8 @@ class DemoHandlers:
         steps: int,
         cfg_scale: float,
         seed: int,
-        history: list[dict[str, Any]] | None,
+        reference: str | None = None,  # a default: API clients may leave it out (text-to-video calls)
+        history: list[dict[str, Any]] | None = None,
         http_request: gr.Request = None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio finds the tracker by this default)
     ) -> tuple[Any, ...]:
@@ -132,7 +144,7 @@ class DemoHandlers:
         admitted = self.share.start(client)
         try:
             request = self.generator.request(
-                prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed
+                prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed, reference
             )
             result = self.generator.generate(
                 request, progress=lambda fraction, desc: progress(fraction, desc=desc), admitted=admitted
@@ -172,7 +184,7 @@ class DemoHandlers:
         """Clicking a gallery item puts its settings back into the form."""
         settings = (history or [])[evt.index]["settings"]
         frames = settings["frames"] if settings["mode"] == VIDEO else gr.update()
-        values = {**settings, "frames": frames}
+        values = {"reference": None, **settings, "frames": frames}
         return tuple(values[key] for key in HISTORY_KEYS)
 
 
@@ -218,6 +230,15 @@ def build_app(generator: Generator, max_per_client: int = DEFAULT_PER_CLIENT) ->
                 with gr.Row(equal_height=True):
                     seed = gr.Number(value=default.seed, precision=0, label="Seed", scale=3)
                     dice = gr.Button("Random seed", scale=1, elem_id="random-seed")
+                reference = gr.Image(
+                    label="Reference image",
+                    type="filepath",
+                    format="png",  # lossless: the model sees the uploaded pixels
+                    sources=["upload"],
+                    visible=generator.takes_reference,
+                    height=160,
+                    elem_id="reference",
+                )
                 run = gr.Button("Generate", variant="primary", elem_id="generate")
                 if info.example_prompts:
                     gr.Examples(
@@ -259,7 +280,7 @@ def build_app(generator: Generator, max_per_client: int = DEFAULT_PER_CLIENT) ->
         )
         history = gr.State([])
 
-        form = [prompt, negative, mode, frames, height, width, steps, cfg, seed]
+        form = [prompt, negative, mode, frames, height, width, steps, cfg, seed, reference]
         mode.change(handlers.show_mode, mode, [frames, video, image], queue=False, api_visibility="private")
         dice.click(random_seed, None, seed, queue=False, api_name="random_seed")
         # The check has no concurrency limit of its own, so a refused request never waits behind a generation.

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from mg_data import read_image
 from mg_demo.limits import DEFAULT_TIMEOUT, check_prompt_length
 from mg_demo.outputs import DEFAULT_KEEP_HOURS, DEFAULT_MAX_OUTPUT_MB, check_output_dir, prune_outputs
 from mg_train.pipeline import MovieGenPipeline, RequestError, save_media, slugify
@@ -46,6 +47,7 @@ class Request:
     steps: int = DEFAULT_STEPS
     cfg_scale: float = DEFAULT_CFG
     seed: int = 0
+    reference: str | None = None  # image file of the subject (PT2V pipelines)
 
     @property
     def num_frames(self) -> int:
@@ -77,10 +79,17 @@ class Result:
             f"CFG {r.cfg_scale:g}",
             f"seed {r.seed}",
         ]
+        if r.reference:
+            parts.append(f"reference {Path(r.reference).name}")
         if r.negative_prompt:
             parts.append(f"negative {r.negative_prompt!r}")
         parts.append(f"{self.seconds:.1f} s")
         return " · ".join(parts)
+
+
+def read_reference(path: str | Path) -> np.ndarray:
+    """A reference image as uint8 RGB (H, W, 3)."""
+    return read_image(path)[0]
 
 
 def random_seed() -> int:
@@ -156,9 +165,11 @@ class Generator:
         steps: Any = DEFAULT_STEPS,
         cfg_scale: Any = DEFAULT_CFG,
         seed: Any = 0,
+        reference: Any = None,
     ) -> Request:
         """Validate raw UI/API values into a Request; anything the model cannot do raises RequestError with a
-        message meant for the user (which setting, what was given, what is allowed)."""
+        message meant for the user (which setting, what was given, what is allowed). `reference` is the path of
+        an image of the subject, for a personalised (PT2V) pipeline."""
         check_prompt_length("prompt", prompt)
         check_prompt_length("negative prompt", negative_prompt)
         if not isinstance(prompt, str) or not prompt.strip():
@@ -191,7 +202,31 @@ class Generator:
         seed = _integer("seed", seed)
         if not 0 <= seed <= MAX_SEED:
             raise RequestError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
-        return Request(prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed)
+        reference = self._reference(reference)
+        return Request(
+            prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed, reference
+        )
+
+    @property
+    def takes_reference(self) -> bool:
+        """Whether the pipeline is personalised (PT2V): requests may carry a reference image."""
+        return self.pipeline.takes_reference
+
+    def _reference(self, reference: Any) -> str | None:
+        """The reference image's path, checked readable; refused for a text-to-video pipeline."""
+        if reference in (None, ""):
+            return None
+        if not self.takes_reference:
+            raise RequestError(
+                "reference image: this model is text-to-video (no vision encoder); only a personalised (PT2V) "
+                "pipeline takes one"
+            )
+        path = reference.get("path") if isinstance(reference, dict) else reference
+        try:
+            read_reference(path)
+        except (OSError, ValueError, TypeError) as err:
+            raise RequestError(f"reference image: cannot read it as an image ({err})") from None
+        return str(path)
 
     def frames_for(
         self, request: Request, progress: ProgressFn | None = None, admitted: float | None = None
@@ -230,6 +265,7 @@ class Generator:
                 cfg_scale=request.cfg_scale,
                 seed=request.seed,
                 progress=on_stage,
+                reference=read_reference(request.reference) if request.reference else None,
             )
         return videos[0]
 

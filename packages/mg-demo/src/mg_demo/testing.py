@@ -24,6 +24,13 @@ def decode_video(path: str | Path) -> np.ndarray:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 
 
+def still(color: tuple[int, int, int], size: int = 48) -> np.ndarray:
+    """A grey still with a coloured square in the middle: a reference image for a personalised pipeline."""
+    image = np.full((size, size, 3), 128, np.uint8)
+    image[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = color
+    return image
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -20,7 +20,9 @@ from mg_train.config.loader import from_dict
 from mg_train.config.schema import TransformerTrainConfig
 from mg_train.pipeline import MovieGenPipeline, PipelineInfo
 from mg_transformer import MovieGenTransformer, TransformerConfig
+from mg_transformer.personalized import PersonalizedTransformer
 from mg_transformer.text import TextEmbedder
+from mg_transformer.vision import CLIPVisionEncoder
 
 TINY_TEXT = {"encoders": {"ul2": "tiny", "byt5": "tiny", "metaclip": "tiny"}, "seed": 0, "max_lengths": {}}
 # Transformer overrides of the tiny preset for training tests: two layers, 2 x 4 x 4 patches of 32 px clips.
@@ -39,13 +41,23 @@ def tiny_random_pipeline(
     frames: int = 16,
     size: tuple[int, int] = (64, 64),
     jit: bool = False,
+    personalized: bool = False,
     **transformer_overrides,
 ) -> MovieGenPipeline:
-    """Untrained tiny transformer + tiny TAE + tiny text encoders: real shapes and code paths, random output."""
+    """Untrained tiny transformer + tiny TAE + tiny text encoders: real shapes and code paths, random output.
+    With `personalized` a PT2V pipeline (tiny vision tower), whose zero-initialised layers get small random
+    values too, so the reference image visibly changes the output."""
     text = TextEmbedder(TINY_TEXT["encoders"], seed=TINY_TEXT["seed"])
     config = TransformerConfig.preset("tiny", text_dims=dict(text.dims), **transformer_overrides)
     transformer = MovieGenTransformer(config)
     transformer.init_weights(seed)
+    if personalized:
+        rng = np.random.default_rng(seed)
+        for param in transformer.get_parameters():
+            if not param.asnumpy().any():
+                param.set_data(Tensor(0.05 * rng.standard_normal(param.shape).astype(np.float32)))
+        vision = CLIPVisionEncoder.from_source("tiny", seed=seed)
+        transformer = PersonalizedTransformer(transformer, vision, seed=seed)
     tae = TemporalAutoencoder(TAEConfig.tiny(), seed=seed)
     info = PipelineInfo(
         fps=8.0,
