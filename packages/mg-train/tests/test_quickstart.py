@@ -4,6 +4,7 @@ numbers agree with what is on disk (re-read independently), and bad settings fai
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -210,3 +211,56 @@ def test_the_size_rule_follows_the_models_configs(tmp_path):
         ConfigError, match=r"size=48: must be a positive multiple of 32 \(TAE 8x, transformer patch 4x4\)"
     ):
         quickstart.run(cfg)
+
+
+PT2V_TOY = [*TOY, "num_clips=24", "task=pt2v", "pt2v_steps=2", "pt2v_cross_steps=2", "pt2v_seeds=2"]
+
+
+def test_the_pt2v_recipe_runs_every_stage_and_reports_what_its_videos_show(tmp_path):
+    from mg_train import pt2v_quickstart
+
+    out = tmp_path / "pt2v"
+    report = quickstart.run(load_config(QuickstartConfig, None, [*PT2V_TOY, f"output_dir={out}"]))
+    assert [name.split(" ", 1)[0] for name in report["seconds"]] == [f"{i}/7" for i in range(1, 8)]
+    assert json.loads((out / "report.json").read_text())["pt2v"] == report["pt2v"]
+    assert MovieGenPipeline.from_pretrained(report["pipeline"], jit=False).takes_reference
+    assert not MovieGenPipeline.from_pretrained(report["t2v_pipeline"], jit=False).takes_reference
+    cfg = load_config(QuickstartConfig, None, PT2V_TOY)
+    clips = pt2v_quickstart.held_out_clips(cfg, out / "data" / "val.csv")
+    assert clips and {(c.extra["color"], c.extra["shape"]) for c in clips} <= {
+        ("red", "triangle"),
+        ("blue", "circle"),
+    }
+    for model in ("pt2v", "t2v"):
+        videos = report[model]["videos"]
+        assert len(videos) == 2 * len(clips)
+        assert all(os.path.isfile(v["file"]) for v in videos)
+        truth = {  # from the subject and caption each video was asked for
+            "color": lambda v: v["subject"].split()[0],
+            "shape": lambda v: v["subject"].split()[1],
+            "direction": lambda v: v["caption"].split()[-1],
+        }
+        for key, wanted in truth.items():
+            share = sum(v[f"seen_{key}"] == wanted(v) for v in videos) / len(videos)
+            assert report[model][f"{key}_accuracy"] == pytest.approx(share), (model, key)
+    assert all(v["reference"].endswith("_cross.png") for v in report["pt2v"]["videos"])
+    assert "| PT2V (cross-paired reference + caption) |" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "holdout_subjects=[purple:star]",
+            r"holdout_subjects: \['purple:star'\] are not subjects of the set",
+        ),
+        ("holdout_subjects=[red]", r"holdout_subjects: 'red' is not COLOR:SHAPE"),
+        ("pt2v_steps=0", "pt2v_steps=0: must be at least 1"),
+    ],
+)
+def test_bad_pt2v_settings_fail_before_any_work(tmp_path, override, message):
+    out = tmp_path / "q"
+    cfg = load_config(QuickstartConfig, None, [*PT2V_TOY, f"output_dir={out}", override])
+    with pytest.raises(ConfigError, match=message):
+        quickstart.run(cfg)
+    assert not out.exists()

@@ -157,16 +157,31 @@ def make_data(cfg: QuickstartConfig, root: Path) -> tuple[SyntheticDataset, Path
     clips = make_synthetic_dataset(
         root, n=cfg.num_clips, seed=cfg.seed, num_frames=cfg.frames, fps=cfg.fps, **looks
     )
+    return clips, add_stills(cfg, root, clips.train_manifest)
+
+
+def add_stills(cfg: QuickstartConfig, root: Path, train_manifest: Path) -> Path:
+    """The TAE's training manifest: the training clips plus `num_images` stills under `root/stills` (or the
+    clips' manifest itself without stills)."""
     if not cfg.num_images:
-        return clips, clips.train_manifest
+        return train_manifest
     stills = make_synthetic_dataset(
-        root / "stills", n=0, num_images=cfg.num_images, seed=cfg.seed + 1, val_fraction=0.0, **looks
+        root / "stills",
+        n=0,
+        num_images=cfg.num_images,
+        seed=cfg.seed + 1,
+        val_fraction=0.0,
+        size=cfg.size,
+        shape_size=cfg.shape_size,
+        texture_contrast=cfg.texture_contrast,
+        travel=cfg.travel,
+        start_jitter=cfg.start_jitter,
     )
-    rows = load_manifest(clips.train_manifest).rows
+    rows = load_manifest(train_manifest).rows
     for row in load_manifest(stills.train_manifest).rows:
         row.video = f"stills/{row.video}"
         rows.append(row)
-    return clips, write_manifest(root / "tae_train.csv", rows)
+    return write_manifest(root / "tae_train.csv", rows)
 
 
 def make_text_encoders(cfg: QuickstartConfig, manifest: Path, root: Path) -> TextConfig:
@@ -193,8 +208,112 @@ def make_text_encoders(cfg: QuickstartConfig, manifest: Path, root: Path) -> Tex
     return TextConfig(encoders=encoders, seed=cfg.seed, max_lengths=max_lengths)
 
 
+def quickstart_data(cfg: QuickstartConfig, train: Path, val: Path, batch_size: int) -> DataConfig:
+    """The clips' data section: the quickstart's frames and size."""
+    return DataConfig(
+        manifest=str(train),
+        val_manifest=str(val),
+        frames=cfg.frames,
+        size=(cfg.size, cfg.size),
+        batch_size=batch_size,
+    )
+
+
+def tae_config(cfg: QuickstartConfig, train: Path, val: Path, output_dir: Path) -> TAETrainConfig:
+    """The quickstart's TAE run: the tiny preset with the pixel shortcut on random crops of the clips and on
+    whole stills (when the manifest has them)."""
+    data = quickstart_data(cfg, train, val, cfg.tae_batch_size)
+    data.crop = (cfg.tae_crop, cfg.tae_crop) if cfg.tae_crop else None
+    if cfg.num_images:
+        data.image_ratio = cfg.tae_image_ratio
+        data.image_batch_size = cfg.tae_image_batch_size
+    return TAETrainConfig(
+        # The pixel shortcut carries each block's mean colour: without it the tiny TAE learnt one or two of the
+        # palette's three colour axes in 220 steps (red = yellow); with it, all four colours from step 20.
+        model=TAEModelConfig(preset="tiny", overrides=dict(QUICKSTART_TAE)),
+        loss=TAELossConfig(kl_weight=1e-6, mse_weight=4.0),
+        data=data,
+        calibrate_latents=32,
+        optim=OptimConfig(lr=2e-3, warmup_steps=20, schedule="cosine", min_lr=2e-4, grad_clip=1.0),
+        train=RunConfig(
+            output_dir=str(output_dir),
+            steps=cfg.tae_steps,
+            seed=cfg.seed,
+            log_every=10,
+            val_every=0,
+            save_every=max(cfg.tae_steps, 1),
+            keep_last=1,
+        ),
+    )
+
+
+def make_caches(
+    cfg: QuickstartConfig, tae_dir: Path, all_manifest: Path, train_manifest: Path, out: Path
+) -> tuple[Path, Path, TextConfig]:
+    """Word-level tiny text encoders for the training captions, and the latent and text caches of every clip."""
+    text_cfg = make_text_encoders(cfg, train_manifest, out / "text_encoders")
+    latents = caching.cache_latents(
+        CacheLatentsConfig(
+            checkpoint=str(tae_dir),
+            manifest=str(all_manifest),
+            output_dir=str(out / "latents"),
+            frames=cfg.frames,
+            size=(cfg.size, cfg.size),
+        )
+    )
+    text = caching.cache_text(
+        CacheTextConfig(manifest=str(all_manifest), output_dir=str(out / "text"), text=text_cfg)
+    )
+    return latents, text, text_cfg
+
+
+def transformer_config(
+    cfg: QuickstartConfig,
+    data: DataConfig,
+    tae_dir: Path,
+    text_cfg: TextConfig,
+    latent_cache: Path,
+    text_cache: Path,
+    output_dir: Path,
+    steps: int | None = None,
+) -> TransformerTrainConfig:
+    """The quickstart's transformer run on the caches (`steps`: default `transformer_steps`)."""
+    steps = cfg.transformer_steps if steps is None else steps
+    return TransformerTrainConfig(
+        model=TransformerModelConfig(preset="tiny", overrides=dict(cfg.transformer)),
+        tae=str(tae_dir),
+        text=text_cfg,
+        latent_cache=str(latent_cache),
+        text_cache=str(text_cache),
+        flow=FlowConfig(text_dropout=0.1),
+        data=data,
+        optim=OptimConfig(
+            lr=cfg.transformer_lr,
+            warmup_steps=50,
+            schedule="cosine",
+            min_lr=cfg.transformer_lr / 10,
+            grad_clip=1.0,
+        ),
+        train=RunConfig(
+            output_dir=str(output_dir),
+            steps=steps,
+            seed=cfg.seed,
+            log_every=50,
+            val_every=max(steps // 5, 1),
+            val_batches=2,
+            save_every=max(steps, 1),
+            keep_last=1,
+        ),
+    )
+
+
 def run(cfg: QuickstartConfig) -> dict[str, Any]:
+    """The recipe of `cfg.task`: text-to-video (this module) or personalised video (`pt2v_quickstart`)."""
     check_config(cfg)
+    if cfg.task == "pt2v":
+        from mg_train import pt2v_quickstart
+
+        return pt2v_quickstart.run(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     timer = _Timer()
@@ -208,38 +327,9 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
     )
 
     def clip_data(batch_size: int) -> DataConfig:
-        return DataConfig(
-            manifest=str(data.train_manifest),
-            val_manifest=str(data.val_manifest),
-            frames=cfg.frames,
-            size=size,
-            batch_size=batch_size,
-        )
+        return quickstart_data(cfg, data.train_manifest, data.val_manifest, batch_size)
 
-    tae_data = clip_data(cfg.tae_batch_size)
-    tae_data.manifest = str(tae_manifest)
-    tae_data.crop = (cfg.tae_crop, cfg.tae_crop) if cfg.tae_crop else None
-    if cfg.num_images:
-        tae_data.image_ratio = cfg.tae_image_ratio
-        tae_data.image_batch_size = cfg.tae_image_batch_size
-    tae_cfg = TAETrainConfig(
-        # The pixel shortcut carries each block's mean colour: without it the tiny TAE learnt one or two of the
-        # palette's three colour axes in 220 steps (red = yellow); with it, all four colours from step 20.
-        model=TAEModelConfig(preset="tiny", overrides=dict(QUICKSTART_TAE)),
-        loss=TAELossConfig(kl_weight=1e-6, mse_weight=4.0),
-        data=tae_data,
-        calibrate_latents=32,
-        optim=OptimConfig(lr=2e-3, warmup_steps=20, schedule="cosine", min_lr=2e-4, grad_clip=1.0),
-        train=RunConfig(
-            output_dir=str(out / "tae_run"),
-            steps=cfg.tae_steps,
-            seed=cfg.seed,
-            log_every=10,
-            val_every=0,
-            save_every=max(cfg.tae_steps, 1),
-            keep_last=1,
-        ),
-    )
+    tae_cfg = tae_config(cfg, tae_manifest, data.val_manifest, out / "tae_run")
     tae_dir = timer.run("2/6 train the TAE", lambda: tae_train.run(tae_cfg))
 
     eval_cfg = TAEEvalConfig(
@@ -261,49 +351,18 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
         file=sys.stderr,
     )
 
-    def make_caches() -> tuple[Path, Path, TextConfig]:
-        text_cfg = make_text_encoders(cfg, data.train_manifest, out / "text_encoders")
-        latents = caching.cache_latents(
-            CacheLatentsConfig(
-                checkpoint=str(tae_dir),
-                manifest=str(data.all_manifest),
-                output_dir=str(out / "latents"),
-                frames=cfg.frames,
-                size=size,
-            )
-        )
-        text = caching.cache_text(
-            CacheTextConfig(manifest=str(data.all_manifest), output_dir=str(out / "text"), text=text_cfg)
-        )
-        return latents, text, text_cfg
-
-    latent_cache, text_cache, text_cfg = timer.run("4/6 cache latents and text embeddings", make_caches)
-
-    tf_cfg = TransformerTrainConfig(
-        model=TransformerModelConfig(preset="tiny", overrides=dict(cfg.transformer)),
-        tae=str(tae_dir),
-        text=text_cfg,
-        latent_cache=str(latent_cache),
-        text_cache=str(text_cache),
-        flow=FlowConfig(text_dropout=0.1),
-        data=clip_data(cfg.transformer_batch_size),
-        optim=OptimConfig(
-            lr=cfg.transformer_lr,
-            warmup_steps=50,
-            schedule="cosine",
-            min_lr=cfg.transformer_lr / 10,
-            grad_clip=1.0,
-        ),
-        train=RunConfig(
-            output_dir=str(out / "transformer_run"),
-            steps=cfg.transformer_steps,
-            seed=cfg.seed,
-            log_every=50,
-            val_every=max(cfg.transformer_steps // 5, 1),
-            val_batches=2,
-            save_every=max(cfg.transformer_steps, 1),
-            keep_last=1,
-        ),
+    latent_cache, text_cache, text_cfg = timer.run(
+        "4/6 cache latents and text embeddings",
+        lambda: make_caches(cfg, tae_dir, data.all_manifest, data.train_manifest, out),
+    )
+    tf_cfg = transformer_config(
+        cfg,
+        clip_data(cfg.transformer_batch_size),
+        tae_dir,
+        text_cfg,
+        latent_cache,
+        text_cache,
+        out / "transformer_run",
     )
     run_dir = timer.run("5/6 train the transformer", lambda: transformer_train.run(tf_cfg))
     # The pipeline also at <output_dir>/pipeline: where `mg-demo` and `mg-train sample --checkpoint

@@ -628,6 +628,11 @@ class SampleConfig:
 @dataclass
 class QuickstartConfig:
     output_dir: str = opt("runs/quickstart", "everything the quickstart writes goes here")
+    task: Literal["t2v", "pt2v"] = opt(
+        "t2v",
+        "t2v: text-to-video; pt2v: personalised video (a T2V model, then PT2V stages 1 and 3 on references, "
+        "checked on held-out subjects against the T2V model)",
+    )
     num_clips: int = opt(240, "synthetic training+validation clips")
     size: int = opt(64, "clip height and width")
     frames: int = opt(16, "frames per clip")
@@ -681,3 +686,11 @@ class QuickstartConfig:
     )
     sample_steps: int = opt(30, "sampling steps")
     cfg_scale: float = opt(5.0, "classifier-free guidance scale of the samples")
+    holdout_subjects: list[str] = opt(
+        ["red:triangle", "blue:circle"],
+        "pt2v: COLOR:SHAPE subjects seen only in validation (their references are new to the model)",
+    )
+    pt2v_steps: int = opt(600, "pt2v: stage-1 steps (paired references, frozen vision tower)")
+    pt2v_cross_steps: int = opt(200, "pt2v: stage-3 steps (cross-paired references, vision tower trained)")
+    pt2v_lr: float = opt(1e-3, "pt2v: peak learning rate of both PT2V stages")
+    pt2v_seeds: int = opt(3, "pt2v: samples per held-out subject and direction")
