@@ -15,6 +15,7 @@ follows the reference.
 
 from __future__ import annotations
 
+import json
 import resource
 import sys
 from pathlib import Path
@@ -227,19 +228,10 @@ def sample_held_out(
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:
-    import json
-
     write_text(out / "report.json", json.dumps(report, indent=1))
     pt2v, t2v = report["pt2v"], report["t2v"]
     lines = [
-        "# mg quickstart report: personalised video (PT2V)",
-        "",
-        f"Total time: {report['total_seconds']:.0f} s; peak memory {report['peak_rss_gib']:.2f} GiB.",
-        "",
-        "| stage | seconds |",
-        "|---|---|",
-        *[f"| {name} | {secs:.0f} |" for name, secs in report["seconds"].items()],
-        "",
+        *quickstart.report_header(report, "mg quickstart report: personalised video (PT2V)"),
         f"Held-out subjects ({', '.join(report['holdout_subjects'])}: never trained with), "
         f"{len(pt2v['videos'])} videos per model, read back from the pixels:",
         "",

@@ -524,11 +524,10 @@ def plot_losses(curves: dict[str, Path], path: Path) -> Path:
     return path
 
 
-def write_report(report: dict[str, Any], out: Path) -> None:
-    write_text(out / "report.json", json.dumps(report, indent=1))
-    samples = report["samples"]
-    lines = [
-        "# mg quickstart report",
+def report_header(report: dict[str, Any], title: str) -> list[str]:
+    """The report's title, total time, peak memory and stage-times table (markdown lines)."""
+    return [
+        f"# {title}",
         "",
         f"Total time: {report['total_seconds']:.0f} s; peak memory {report['peak_rss_gib']:.2f} GiB.",
         "",
@@ -536,6 +535,14 @@ def write_report(report: dict[str, Any], out: Path) -> None:
         "|---|---|",
         *[f"| {name} | {secs:.0f} |" for name, secs in report["seconds"].items()],
         "",
+    ]
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    write_text(out / "report.json", json.dumps(report, indent=1))
+    samples = report["samples"]
+    lines = [
+        *report_header(report, "mg quickstart report"),
         f"TAE on held-out clips: PSNR {report['tae']['psnr']:.2f} dB, SSIM {report['tae']['ssim']:.3f}; read back "
         f"from {report['tae']['reconstructions']['clips']} saved reconstructions, colour right in "
         f"{report['tae']['reconstructions']['color_accuracy']:.0%} and direction in "
