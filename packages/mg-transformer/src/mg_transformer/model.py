@@ -171,6 +171,8 @@ class MovieGenTransformer(nn.Cell):
     - context_prefix, context_prefix_mask (optional): (B, P, hidden) tokens already projected to the model's
       width and their (B, P) mask, placed in front of the text in the cross-attention context (PT2V's
       reference-image tokens, `mg_transformer.personalized`); masked tokens are ignored exactly.
+    - timestep_offset (optional): (B, hidden) added to the timestep embedding (Movie Gen Edit's task vector,
+      `mg_transformer.editing`).
     Returns the velocity (B, out_channels, T, H, W), pointing from noise towards data (see rectified_flow).
     """
 
@@ -347,6 +349,7 @@ class MovieGenTransformer(nn.Cell):
         text_masks: tuple[Tensor, ...] | None = None,
         context_prefix: Tensor | None = None,
         context_prefix_mask: Tensor | None = None,
+        timestep_offset: Tensor | None = None,
     ) -> Tensor:
         self._check_inputs(latents, timesteps, text_embs, text_masks)
         if context_prefix is not None:
@@ -361,6 +364,8 @@ class MovieGenTransformer(nn.Cell):
             x = x + pos
 
         t_emb = self.time_embed(timesteps)
+        if timestep_offset is not None:
+            t_emb = t_emb + timestep_offset
         modulation = self.time_modulation(mint.nn.functional.silu(t_emb)).reshape(batch, 6, self.hidden_size)
         text, text_mask = self._text_tokens(text_embs, text_masks, context_prefix, context_prefix_mask)
 
