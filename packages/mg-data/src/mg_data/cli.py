@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 from mg_data.buckets import BucketConfig
 from mg_data.check import check_manifest
+from mg_data.editing import EDIT_TASKS, make_editing_dataset
+from mg_data.editing import FORMS as EDIT_FORMS
 from mg_data.manifest import ManifestError
 from mg_data.personalization import make_personalization_dataset
 from mg_data.synth import COLORS, DEFAULT_COLORS, DIRECTIONS, SHAPES, make_synthetic_dataset
@@ -106,10 +108,25 @@ def _add_synth(subparsers) -> None:
     )
     parser.add_argument(
         "--task",
-        choices=("t2v", "personalization"),
+        choices=("t2v", "personalization", "editing"),
         default="t2v",
         help="t2v: captioned clips (default); personalization: clips captioned by motion only ('the subject "
-        "moving left') with a paired and a cross-paired reference still of their subject per clip (PT2V)",
+        "moving left') with a paired and a cross-paired reference still of their subject per clip (PT2V); "
+        "editing: (source, target, instruction) examples for Movie Gen Edit (see --form, --edit-tasks)",
+    )
+    parser.add_argument(
+        "--form",
+        choices=EDIT_FORMS,
+        default="video",
+        help="(editing) image: one-frame pairs (stage I); animated: an image pair under one random camera "
+        "motion (stage II); video: clips with moving shapes and their exact edits (default)",
+    )
+    parser.add_argument(
+        "--edit-tasks",
+        nargs="+",
+        choices=EDIT_TASKS,
+        default=list(EDIT_TASKS),
+        help="(editing) which edits: recolor, mark, remove, background (default: all)",
     )
     parser.add_argument(
         "--holdout-subject",
@@ -148,6 +165,21 @@ def _common_synth_arguments(args) -> dict:
 
 
 def _synth(args):
+    if args.task == "editing":
+        ignored = [
+            flag
+            for flag, value in (
+                ("--holdout", args.holdout),
+                ("--images", args.images),
+                ("--holdout-subject", args.holdout_subject),
+            )
+            if value
+        ]
+        if ignored:
+            raise ValueError(f"{', '.join(ignored)} do not apply to --task editing")
+        return make_editing_dataset(
+            args.out, form=args.form, tasks=args.edit_tasks, **_common_synth_arguments(args)
+        )
     if args.task == "personalization":
         ignored = [flag for flag, value in (("--holdout", args.holdout), ("--images", args.images)) if value]
         if ignored:
