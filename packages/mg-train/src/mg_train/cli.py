@@ -226,12 +226,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mg_train.runtime import setup_mindspore
 
     setup_mindspore()
+    from mg_train.pipeline import RequestError  # imports MindSpore: only once the config is known good
+
     module_name, function_name = COMMANDS[args.command][1].split(":")
     run = getattr(importlib.import_module(module_name), function_name)
     try:
         run(config)
     except ConfigError as exc:  # inputs checked when the run starts (files, sizes), before any work
         print(f"mg-train {args.command}: config error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, RequestError) as exc:  # a named input file is missing, a request is impossible
+        print(f"mg-train {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # includes TrainingStopped: a checkpoint was saved, rerun to resume
         print(f"mg-train {args.command}: {exc or 'interrupted'}", file=sys.stderr)
