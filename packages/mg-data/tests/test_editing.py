@@ -99,7 +99,11 @@ def test_the_cli_and_the_readme_command(tmp_path, capsys):
     assert main([*cmd, "--form", "image", "--edit-tasks", "remove"]) == 0
     assert "train:" in capsys.readouterr().out
     rows = load_manifest(tmp_path / "s" / "train.csv").rows  # 4 examples: none held out at val_fraction 0.1
-    assert len(rows) == 4 and {r.extra["task"] for r in rows} == {"remove"} and all(r.video.endswith(".png") for r in rows)
+    assert (
+        len(rows) == 4
+        and {r.extra["task"] for r in rows} == {"remove"}
+        and all(r.video.endswith(".png") for r in rows)
+    )
     assert main([*cmd, "--holdout-subject", "red:square"]) == 2
     assert "--holdout-subject do not apply to --task editing" in capsys.readouterr().err
 
@@ -113,3 +117,41 @@ def test_the_cli_and_the_readme_command(tmp_path, capsys):
     rows = load_manifest(root / "train.csv").rows + load_manifest(root / "val.csv").rows
     assert len(rows) == 48 and {r.extra["task"] for r in rows} == set(EDIT_TASKS)
     assert _frames(root, rows[0].video).shape == (16, 64, 64, 3)
+
+
+def test_the_dataset_serves_the_source_aligned_with_the_target(video_set, tmp_path):
+    """`condition_column="source"`: pixels with the same random crop, flip and start frame as the target (the
+    unedited background agrees), and from a latent cache the source's own latents."""
+    from mg_data import LatentCacheWriter, VideoDataset
+
+    dataset = VideoDataset(
+        video_set.train_manifest,
+        num_frames=6,
+        size=32,
+        random_crop=True,
+        hflip=True,
+        condition_column="source",
+    )
+    assert "condition" in dataset.output_keys
+    for index in range(len(dataset)):
+        row = dataset.manifest.rows[index]
+        if row.extra["task"] not in ("recolor", "mark"):
+            continue
+        sample = dataset.get(index, epoch=3)
+        target, source = sample["video"], sample["condition"]  # (3, T, H, W) in [-1, 1]
+        assert source.shape == target.shape == (3, 6, 32, 32)
+        colourful = np.abs(target - target.mean(axis=0, keepdims=True)).max(axis=0) > 0.15
+        unedited = ~(colourful | np.roll(colourful, 1, -1) | np.roll(colourful, -1, -1))
+        assert np.abs(source - target)[:, unedited].mean() < 0.03, row.extra["instruction"]
+    rows = dataset.manifest.rows
+    writer = LatentCacheWriter(tmp_path / "lat", 1.0, 0.0, latent_channels=4, frames=16, size=(48, 48))
+    means = {}
+    for name in [r.video for r in rows] + [r.extra["source"] for r in rows]:
+        means[name] = np.random.default_rng(len(means)).standard_normal((4, 2, 6, 6)).astype(np.float32)
+        writer.write(name, means[name], np.zeros_like(means[name]))
+    cached = VideoDataset(video_set.train_manifest, latent_cache=tmp_path / "lat", condition_column="source")
+    sample = cached.get(0, epoch=0)
+    np.testing.assert_array_equal(sample["latent"], means[rows[0].video])
+    np.testing.assert_array_equal(sample["condition"], means[rows[0].extra["source"]])
+    with pytest.raises(ValueError, match="condition_column 'input' is not among its columns"):
+        VideoDataset(video_set.train_manifest, condition_column="input")

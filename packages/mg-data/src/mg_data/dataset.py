@@ -16,6 +16,8 @@ A file that fails to load is replaced by the next good sample of the same bucket
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 import warnings
 from collections.abc import Sequence
@@ -65,6 +67,9 @@ class VideoDataset:
     ceil(T / 8)) consecutive latent frames from a start chosen like a clip's; flips and crops do not apply.
     With `reference_columns` (e.g. ("reference",), or ("reference", "cross_reference") for PT2V's stage 3, one
     picked uniformly per sample) each sample carries its reference image, `reference_size` pixels square.
+    With `condition_column` (e.g. "source" for Movie Gen Edit) each sample also carries `condition`: that
+    column's video (latents from the cache, or pixels) loaded with the same random choices as the sample's own
+    (start frame, crop, flip), so source and target stay aligned.
     """
 
     def __init__(
@@ -92,6 +97,7 @@ class VideoDataset:
         max_retries: int = 20,
         reference_columns: Sequence[str] = (),
         reference_size: int = 224,
+        condition_column: str | None = None,
         decode_threads: int = 1,
         probe_workers: int = 2,
         verbose: bool = False,
@@ -123,6 +129,12 @@ class VideoDataset:
             raise ValueError(
                 f"{self.manifest.path or 'manifest'}: reference_columns {missing} are not among its columns "
                 f"{list(self.manifest.columns)}"
+            )
+        self.condition_column = condition_column
+        if condition_column is not None and condition_column not in self.manifest.columns:
+            raise ValueError(
+                f"{self.manifest.path or 'manifest'}: condition_column {condition_column!r} is not among its "
+                f"columns {list(self.manifest.columns)}"
             )
         self.epoch = 0
         self.errors: dict[int, str] = {}  # index -> why it failed; never retried
@@ -261,14 +273,35 @@ class VideoDataset:
             for name, (emb, mask) in embeddings.items():
                 text[f"{name}_emb"] = emb
                 text[f"{name}_mask"] = mask
-        if self.latent_cache is not None:
-            key, (data, fps) = "latent", self._load_latent(row, bucket, rng)
-        else:
-            key, (data, fps) = "video", self._load_pixels(row, bucket, rng)
+        choices = copy.deepcopy(rng.bit_generator.state)  # the condition repeats the sample's random choices
+        key, (data, fps) = self._load_media(row, bucket, rng)
         sample = {key: data, **text, "caption": caption, "fps": np.float32(fps), "index": np.int64(index)}
+        if self.condition_column is not None:
+            source = row.extra.get(self.condition_column, "")
+            if not source:
+                raise MediaReadError(
+                    f"{self.manifest.where(index)}: no video in column {self.condition_column!r}"
+                )
+            again = np.random.Generator(type(rng.bit_generator)())
+            again.bit_generator.state = choices
+            _, (condition, _) = self._load_media(
+                dataclasses.replace(row, video=source, latent=None), bucket, again
+            )
+            if condition.shape != data.shape:
+                raise MediaReadError(
+                    f"{self.manifest.where(index)}: {self.condition_column} {source} gives shape {condition.shape}, "
+                    f"the sample {data.shape}"
+                )
+            sample["condition"] = condition
         if self.reference_columns:
             sample["reference"] = self._load_reference(index, row, rng)
         return sample
+
+    def _load_media(self, row: ManifestRow, bucket: Bucket | None, rng: np.random.Generator):
+        """("latent", (latent, fps)) from the cache, else ("video", (pixels, fps))."""
+        if self.latent_cache is not None:
+            return "latent", self._load_latent(row, bucket, rng)
+        return "video", self._load_pixels(row, bucket, rng)
 
     def _load_reference(self, index: int, row: ManifestRow, rng: np.random.Generator) -> np.ndarray:
         column = self.reference_columns[int(rng.integers(len(self.reference_columns)))]
@@ -286,7 +319,8 @@ class VideoDataset:
         for name in self.text_cache.encoders if self.text_cache is not None else []:
             keys += [f"{name}_emb", f"{name}_mask"]
         references = ["reference"] if self.reference_columns else []
-        return [*keys, "caption", "fps", "index", *references, "substituted"]
+        condition = ["condition"] if self.condition_column is not None else []
+        return [*keys, "caption", "fps", "index", *references, *condition, "substituted"]
 
     def _null(self) -> dict:
         if self._null_text is None:
