@@ -31,11 +31,13 @@ def test_every_task_changes_what_its_instruction_names_and_nothing_else(video_se
         seen_source, seen_target = analyze_clip(source, layout="THWC"), analyze_clip(target, layout="THWC")
         assert seen_source.color == row.extra["color"] and seen_source.direction == row.extra["direction"]
         task = row.extra["task"]
+        assert row.caption == row.extra["instruction"]  # what the model is told (cache-text embeds it)
         if task == "remove":
             assert seen_target.color is None, row.extra["instruction"]  # nothing saturated left
             assert np.abs(np.diff(target.astype(int), axis=0)).max() <= 2  # a still background
             continue
         assert seen_target.color == row.extra["target_color"], row.extra["instruction"]
+        assert row.extra["target_caption"].startswith(f"a {row.extra['target_color']} {row.extra['shape']}")
         assert seen_target.direction == row.extra["direction"]  # the motion is untouched
         changed = np.abs(source.astype(int) - target).max(axis=-1) > 6
         if task in ("recolor", "mark"):

@@ -17,8 +17,9 @@ Three forms, one per stage of Movie Gen Edit's recipe:
   exact edit of the whole clip (what stage III's backtranslation approximates for real videos, and what an
   evaluation can compare against).
 
-Columns of train.csv / val.csv: video (the target), source, instruction, task, caption (the target's), color,
-shape, direction, background (the source's), target_color, target_background.
+Columns of train.csv / val.csv: video (the target), source, caption (the instruction: what an edit model is
+told, so `cache-text` embeds it), instruction (the same), task, target_caption (a T2V caption of the target),
+color, shape, direction, background (the source's), target_color, target_background.
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ def make_editing_dataset(
         rows.append(
             ManifestRow(
                 video=names[1],
-                caption=target_caption,
+                caption=edit.instruction,
                 num_frames=frames,
                 height=height,
                 width=width,
@@ -223,6 +224,7 @@ def make_editing_dataset(
                     "source": names[0],
                     "instruction": edit.instruction,
                     "task": task,
+                    "target_caption": target_caption,
                     "color": color,
                     "shape": shape,
                     "direction": direction or "none",
@@ -234,7 +236,8 @@ def make_editing_dataset(
         )
     num_val = round(val_fraction * n)
     val = set(rng.choice(n, size=num_val, replace=False).tolist()) if num_val else set()
-    columns = ["video", "source", "instruction", "task", "caption", "num_frames", "height", "width", "fps"]
+    columns = ["video", "source", "caption", "instruction", "task", "target_caption"]
+    columns += ["num_frames", "height", "width", "fps"]
     columns += ["color", "shape", "direction", "background", "target_color", "target_background"]
     train_rows = [row for i, row in enumerate(rows) if i not in val]
     val_rows = [row for i, row in enumerate(rows) if i in val]
