@@ -25,6 +25,8 @@ def video_set(tmp_path_factory):
 def test_every_task_changes_what_its_instruction_names_and_nothing_else(video_set):
     rows = load_manifest(video_set.train_manifest).rows + load_manifest(video_set.val_manifest).rows
     assert len(rows) == 16 and {r.extra["task"] for r in rows} == set(EDIT_TASKS)
+    media = [r.video for r in load_manifest(video_set.root / "all.csv").rows]
+    assert sorted(media) == sorted([r.video for r in rows] + [r.extra["source"] for r in rows])
     for row in rows:
         source, target = _frames(video_set.root, row.extra["source"]), _frames(video_set.root, row.video)
         assert source.shape == target.shape == (8, 48, 48, 3)

@@ -22,9 +22,13 @@ def _block(starting: str):
 
 def test_every_chain_and_launch_command_is_run_here():
     runs = lambda block: any(c.startswith(("mg-data", "msrun", "mg-train plan")) for c in block.commands)  # noqa: E731
-    check_all_blocks_run(
-        README, [_block("mg-data synth"), _block("msrun"), _block("mg-train plan")], about=runs
-    )
+    ran = [
+        _block("mg-data synth --out"),
+        _block("mg-data synth --task editing"),
+        _block("msrun"),
+        _block("mg-train plan"),
+    ]
+    check_all_blocks_run(README, ran, about=runs)
 
 
 def test_the_plan_commands_as_written(tmp_path):
@@ -50,7 +54,7 @@ def test_the_plan_commands_as_written(tmp_path):
 
 @pytest.mark.multiprocess
 def test_the_command_chain_and_the_msrun_command_as_written(tmp_path):
-    run_block(_block("mg-data synth"), tmp_path)
+    run_block(_block("mg-data synth --out"), tmp_path)
     assert (tmp_path / "runs/tae/tae/model.safetensors").is_file()  # a run folder keeps its final TAE in tae/
     metrics = json.loads((tmp_path / "runs/tae_eval/metrics.json").read_text())
     assert metrics["psnr"] > 0 and len(metrics["per_video"]) > 0
@@ -64,3 +68,17 @@ def test_the_command_chain_and_the_msrun_command_as_written(tmp_path):
     assert [m["step"] for m in rows] == [1, 2, 3, 4]
     assert (tmp_path / "runs/cpu_debug_sp2/transformer/model.safetensors").is_file()
     assert "world 2 = dp 1 x cp 1 x sp 2 x tp 1" in (tmp_path / "runs/msrun_logs/worker_0.log").read_text()
+
+
+@pytest.mark.multiprocess
+def test_the_edit_chain_as_written(tmp_path):
+    """The README's Movie Gen Edit chain: synthetic editing set, TAE, caches of sources and targets, T2V, the
+    edit stage from it, and `mg-train edit` on a source video."""
+    run_block(_block("mg-data synth --task editing"), tmp_path)
+    assert (tmp_path / "runs/edit/edit/edit.json").is_file()
+    assert (tmp_path / "runs/edit/pipeline/task_embedding.safetensors").is_file()
+    record = json.loads((tmp_path / "edited.json").read_text())
+    assert (record["task"], record["output"]) == ("remove", "edited.mp4")
+    from mg_data import read_video
+
+    assert read_video(tmp_path / "edited.mp4").shape == (16, 32, 32, 3)

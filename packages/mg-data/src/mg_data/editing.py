@@ -18,7 +18,8 @@ Three forms, one per stage of Movie Gen Edit's recipe:
   evaluation can compare against).
 
 Columns of train.csv / val.csv: video (the target), source, caption (the instruction: what an edit model is
-told, so `cache-text` embeds it), instruction (the same), task, target_caption (a T2V caption of the target),
+told, so `cache-text` embeds it), instruction (the same), task, target_caption and source_caption (T2V
+captions of both sides; all.csv lists every file with its own),
 color, shape, direction, background (the source's), target_color, target_background.
 """
 
@@ -159,7 +160,8 @@ def make_editing_dataset(
 ) -> EditingDataset:
     """Write `n` (source, target, instruction) examples of the given `form` and train / val manifests.
 
-    Layout: `sources/000000.mp4` (png for `image`), `targets/000000.mp4`, `train.csv`, `val.csv`, `synth.json`.
+    Layout: `sources/000000.mp4` (png for `image`), `targets/000000.mp4`, `train.csv`, `val.csv`, `all.csv` (every
+    source and target once: for a TAE and a latent cache), `synth.json`.
     Tasks x subjects (x directions for `video`) cycle in a seeded order; a seeded `val_fraction` is held out.
     Deterministic in `seed`.
     """
@@ -225,6 +227,7 @@ def make_editing_dataset(
                     "instruction": edit.instruction,
                     "task": task,
                     "target_caption": target_caption,
+                    "source_caption": caption_for(color, shape, direction),
                     "color": color,
                     "shape": shape,
                     "direction": direction or "none",
@@ -236,13 +239,19 @@ def make_editing_dataset(
         )
     num_val = round(val_fraction * n)
     val = set(rng.choice(n, size=num_val, replace=False).tolist()) if num_val else set()
-    columns = ["video", "source", "caption", "instruction", "task", "target_caption"]
+    columns = ["video", "source", "caption", "instruction", "task", "target_caption", "source_caption"]
     columns += ["num_frames", "height", "width", "fps"]
     columns += ["color", "shape", "direction", "background", "target_color", "target_background"]
     train_rows = [row for i, row in enumerate(rows) if i not in val]
     val_rows = [row for i, row in enumerate(rows) if i in val]
     write_manifest(out / "train.csv", train_rows, columns)
     write_manifest(out / "val.csv", val_rows, columns)
+    media = [  # every file once, for a TAE's training and a latent cache (an edit reads both sides' latents)
+        ManifestRow(video=name, caption=caption, num_frames=frames, height=height, width=width, fps=row.fps)
+        for row in rows
+        for name, caption in ((row.extra["source"], row.extra["source_caption"]), (row.video, row.caption))
+    ]
+    write_manifest(out / "all.csv", media, ["video", "caption", "num_frames", "height", "width", "fps"])
     settings = {
         "kind": "editing",
         "form": form,

@@ -68,6 +68,11 @@ COMMANDS: dict[str, tuple[type, str, str]] = {
         "write a checkpoint's model (any parallel layout) as a model folder, one tensor at a time",
     ),
     "sample": (schema.SampleConfig, "mg_train.sampling:run", "generate videos or images from prompts"),
+    "edit": (
+        schema.EditCommandConfig,
+        "mg_train.sampling:edit",
+        "change a video as an instruction says, with a Movie Gen Edit pipeline",
+    ),
     "plan": (
         schema.PlanConfig,
         "mg_train.plan:run",

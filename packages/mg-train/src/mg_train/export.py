@@ -24,6 +24,7 @@ from mg_train.train_state import full_weights
 
 MODEL_FILES = ("config.json", "model.safetensors")
 PT2V_FILES = ("transformer", "vision", "reference_projection.safetensors")
+EDIT_FILES = ("transformer", "task_embedding.safetensors", "edit.json")
 
 
 def _format_of(kind: str | None):
@@ -53,6 +54,9 @@ def write_model_files(
     if info.get("kind") == "pt2v":
         write_personalized_files(folder, checkpoint, info, weights)
         return info
+    if info.get("kind") == "edit":
+        write_edit_files(folder, checkpoint, info, weights)
+        return info
     write_files, config_class = _format_of(info.get("kind"))
     config = config_class.from_dict(info["config"], source=f"{checkpoint.path}/manifest.json")
     specs, read, close = full_weights(checkpoint, ema=weights == "ema")
@@ -64,6 +68,37 @@ def write_model_files(
     finally:
         close()
     return info
+
+
+def write_edit_files(
+    folder: Path, checkpoint: Checkpoint, info: dict[str, Any], weights: Literal["ema", "raw"] = "ema"
+) -> None:
+    """An edit folder (mg_transformer.editing: transformer/, task_embedding.safetensors, edit.json) into an
+    existing `folder`, the transformer streamed one tensor at a time."""
+    from mg_transformer.config import TransformerConfig
+    from mg_transformer.editing import TASK_TENSORS, TRANSFORMER_DIR, write_edit_parts
+    from mg_transformer.pretrained import write_model_files as write_transformer_files
+
+    config = TransformerConfig.from_dict(
+        info["config"]["transformer"], source=f"{checkpoint.path}/manifest.json"
+    )
+    specs, read, close = full_weights(checkpoint, ema=weights == "ema")
+    prefix = "transformer."
+    inner = [(name[len(prefix) :], spec) for name, spec in specs if name.startswith(prefix)]
+    try:
+        tensors = [TensorSpec(n, spec.full_shape, np.dtype(spec.dtype)) for n, spec in inner]
+        (folder / TRANSFORMER_DIR).mkdir()
+        write_transformer_files(
+            folder / TRANSFORMER_DIR,
+            config,
+            lambda path, metadata: write_safetensors(
+                path, tensors, lambda n: read(prefix + n), metadata=metadata
+            ),
+        )
+        own = {key: read(name) for key, name in TASK_TENSORS.items()}
+        write_edit_parts(folder, info["config"]["tasks"], info["config"]["task_tokens"], own)
+    finally:
+        close()
 
 
 def write_personalized_files(
@@ -117,7 +152,7 @@ def export_model(checkpoint: str | Path, output: str | Path, weights: Literal["e
             )
         path = latest
     opened = Checkpoint.open(path)
-    with atomic_dir(output, replaces=MODEL_FILES + PT2V_FILES) as tmp:
+    with atomic_dir(output, replaces=MODEL_FILES + PT2V_FILES + EDIT_FILES) as tmp:
         write_model_files(tmp, opened, weights)
     return Path(output)
 
@@ -126,10 +161,11 @@ def run(cfg) -> Path:
     """The `mg-train export` command."""
     cfg.check()
     out = export_model(cfg.checkpoint, cfg.output_dir, cfg.weights)
-    written = (
-        "transformer/, vision/ and reference_projection.safetensors (PT2V)"
-        if (out / "vision").is_dir()
-        else "config.json and model.safetensors"
-    )
+    if (out / "vision").is_dir():
+        written = "transformer/, vision/ and reference_projection.safetensors (PT2V)"
+    elif (out / "edit.json").is_file():
+        written = "transformer/, task_embedding.safetensors and edit.json (Edit)"
+    else:
+        written = "config.json and model.safetensors"
     print(f"export: wrote {written} into {out}", flush=True)
     return out

@@ -31,6 +31,9 @@ from mg_data import write_image, write_video
 from mg_data.atomic import atomic_dir, write_text
 from mg_tae import TemporalAutoencoder
 from mg_transformer import MovieGenTransformer, sample
+from mg_transformer.editing import INFO_FILE as EDIT_INFO_FILE
+from mg_transformer.editing import NO_TASK, EditTransformer, is_edit_folder, write_edit_parts
+from mg_transformer.editing import TASK_FILE as EDIT_TASK_FILE
 from mg_transformer.personalized import (
     PROJECTION_FILE,
     VISION_DIR,
@@ -43,7 +46,16 @@ from mg_transformer.vision import preprocess
 
 PIPELINE_FILE = "pipeline.json"
 TEXT_ENCODERS_DIR = "text_encoders"  # bundled text encoders (`bundle_text_encoders`)
-FOLDER_ENTRIES = ("transformer", "tae", PIPELINE_FILE, TEXT_ENCODERS_DIR, VISION_DIR, PROJECTION_FILE)
+FOLDER_ENTRIES = (
+    "transformer",
+    "tae",
+    PIPELINE_FILE,
+    TEXT_ENCODERS_DIR,
+    VISION_DIR,
+    PROJECTION_FILE,
+    EDIT_TASK_FILE,
+    EDIT_INFO_FILE,
+)
 FORMAT = "mg-pipeline"
 
 # progress(stage, done, total) with stage "text", "denoise" or "decode".
@@ -91,18 +103,20 @@ def write_pipeline_folder(
     transformer_dir: str | os.PathLike,
     tae: TemporalAutoencoder,
     info: PipelineInfo,
-    personalized: str | os.PathLike | None = None,
+    extra: Sequence[str | os.PathLike] = (),
 ) -> Path:
     """A pipeline folder from an exported transformer folder (its files copied, not loaded: a large model is
     never built in memory), a TAE and the pipeline's info; the folder replaces an older one in one step. The text
-    encoders are only named (`info.text`): `MovieGenPipeline.from_pretrained` loads and checks them. With
-    `personalized` (a PT2V folder) its vision tower and reference projection are copied too."""
+    encoders are only named (`info.text`): `MovieGenPipeline.from_pretrained` loads and checks them. `extra`
+    files and folders are copied in too (a PT2V model's vision/ and projection, an edit model's task files)."""
     path = Path(path)
     with atomic_dir(path, replaces=FOLDER_ENTRIES) as tmp:
         shutil.copytree(transformer_dir, tmp / "transformer")
-        if personalized is not None:
-            shutil.copytree(Path(personalized) / VISION_DIR, tmp / VISION_DIR)
-            shutil.copy2(Path(personalized) / PROJECTION_FILE, tmp / PROJECTION_FILE)
+        for item in map(Path, extra):
+            if item.is_dir():
+                shutil.copytree(item, tmp / item.name)
+            else:
+                shutil.copy2(item, tmp / item.name)
         tae.save_pretrained(tmp / "tae")
         data = asdict(info)
         data["size"] = list(info.size)
@@ -136,17 +150,20 @@ class MovieGenPipeline:
 
     def __init__(
         self,
-        transformer: MovieGenTransformer | PersonalizedTransformer,
+        transformer: MovieGenTransformer | PersonalizedTransformer | EditTransformer,
         tae: TemporalAutoencoder,
         text: TextEmbedder,
         info: PipelineInfo,
         jit: bool = True,
     ):
-        """`transformer` may be a PersonalizedTransformer (PT2V): `generate` then takes reference images."""
+        """`transformer` may be a PersonalizedTransformer (PT2V: `generate` then takes reference images) or an
+        EditTransformer (Movie Gen Edit: `edit` changes a video as instructed; `generate` is its T2V mode)."""
         self.personalized = transformer if isinstance(transformer, PersonalizedTransformer) else None
-        if self.personalized is not None:
-            transformer = self.personalized.transformer
-            self.personalized.set_train(False)
+        self.editor = transformer if isinstance(transformer, EditTransformer) else None
+        wrapper = self.personalized or self.editor
+        if wrapper is not None:
+            transformer = wrapper.transformer
+            wrapper.set_train(False)
         self.transformer, self.tae, self.text, self.info = transformer, tae, text, info
         order = tuple(transformer.config.text_encoders)
         if tuple(text.names) != order:
@@ -160,12 +177,16 @@ class MovieGenPipeline:
         self.tae.set_train(False)
         self._velocity = ms.jit(self._forward) if jit else self._forward
         self._personal_velocity = ms.jit(self._personal_forward) if jit else self._personal_forward
+        self._edit_velocity = ms.jit(self._edit_forward) if jit else self._edit_forward
 
     def _forward(self, x, t, text_embs, text_masks):
         return self.transformer(x, t, text_embs, text_masks)
 
     def _personal_forward(self, x, t, text_embs, text_masks, pixels, keep):
         return self.personalized(x, t, text_embs, text_masks, pixels, keep)
+
+    def _edit_forward(self, x, t, text_embs, text_masks, condition, task):
+        return self.editor(x, t, text_embs, text_masks, condition, task)
 
     # -- persistence ---------------------------------------------------------------------------------------------
 
@@ -176,6 +197,8 @@ class MovieGenPipeline:
         info = PipelineInfo.load(folder / PIPELINE_FILE)
         if is_personalized_folder(folder):
             transformer = PersonalizedTransformer.from_pretrained(folder)
+        elif is_edit_folder(folder):
+            transformer = EditTransformer.from_pretrained(folder)
         else:
             transformer = MovieGenTransformer.from_pretrained(folder / "transformer")
         tae = TemporalAutoencoder.from_pretrained(folder / "tae")
@@ -187,6 +210,9 @@ class MovieGenPipeline:
         path = Path(path)
         with atomic_dir(path, replaces=FOLDER_ENTRIES) as tmp:
             self.transformer.save_pretrained(tmp / "transformer")
+            if self.editor is not None:
+                tensors = {key: p.asnumpy() for key, p in self.editor.task_parameters().items()}
+                write_edit_parts(tmp, self.editor.tasks, self.editor.task_tokens, tensors)
             if self.personalized is not None:
                 projection = self.personalized.reference_projection.parameters_and_names()
                 write_reference_parts(
@@ -308,7 +334,13 @@ class MovieGenPipeline:
         frames, (height, width) = self.check_request(num_frames, size)
         if steps < 2:
             raise RequestError(f"steps must be at least 2, got {steps}")
-        velocity = self._velocity if reference is None else self._reference_velocity(reference, len(prompts))
+        if reference is not None:
+            velocity = self._reference_velocity(reference, len(prompts))
+        elif self.editor is not None:  # Edit's T2V mode: a black video as the input, no task
+            black = np.full((1, 3, frames, height, width), -1.0, np.float32)
+            velocity = self._conditioned_velocity(self._condition_of(black), NO_TASK, len(prompts))
+        else:
+            velocity = self._velocity
         report = progress or (lambda stage, done, total: None)
         names = tuple(self.transformer.config.text_encoders)
         report("text", 0, 1)
@@ -316,7 +348,7 @@ class MovieGenPipeline:
         null = self.text.embed_null()
         negative = self.text.embed([negative_prompt]) if negative_prompt else None
         report("text", 1, 1)
-        channels = self.transformer.config.in_channels
+        channels = self.transformer.config.out_channels
         shape = (channels, *self.tae.latent_shape(frames, height, width)[1:])
         noise = np.stack(
             [np.random.default_rng(seed + i).standard_normal(shape) for i in range(len(prompts))]
@@ -346,6 +378,82 @@ class MovieGenPipeline:
             videos.append(to_uint8(pixels.asnumpy()[0]))
         report("decode", len(prompts), len(prompts))
         return np.stack(videos)
+
+    # -- editing (Movie Gen Edit pipelines) ----------------------------------------------------------------------
+
+    @property
+    def takes_video(self) -> bool:
+        """Whether `edit` works: an Edit pipeline (its tasks: `editor.tasks`)."""
+        return self.editor is not None
+
+    def _condition_of(self, pixels: np.ndarray) -> ms.Tensor:
+        """Scaled latents (posterior mean) of (1, 3, T, H, W) pixels in [-1, 1]: an edit's input video."""
+        posterior = self.tae.encode(ms.Tensor(pixels.astype(np.float32)))
+        return self.tae.scale_latents(posterior.mean)
+
+    def _conditioned_velocity(self, condition: ms.Tensor, task: str, batch: int) -> Callable:
+        """The sampler's velocity for Edit: every row (conditional and unconditional halves) sees the input
+        video and the task; guidance contrasts the instruction with the empty one."""
+        index = self.editor.task_index(task)
+
+        def velocity(x, t, text_embs, text_masks):
+            rows = x.shape[0]
+            repeated = ms.ops.broadcast_to(condition, (rows, *condition.shape[1:]))
+            tasks = ms.Tensor(np.full(rows, index, np.int32))
+            return self._edit_velocity(x, t, text_embs, text_masks, repeated, tasks)
+
+        return velocity
+
+    def edit(
+        self,
+        video: np.ndarray,
+        instruction: str,
+        task: str,
+        *,
+        steps: int = 50,
+        cfg_scale: float = 7.5,
+        seed: int = 0,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """uint8 frames (T, H, W, 3) of `video` ((T, H, W, 3) uint8, a size and length this model can make)
+        changed as `instruction` says; `task` is one of the model's editing tasks (`editor.tasks`)."""
+        if self.editor is None:
+            raise RequestError("this pipeline cannot edit videos (not a Movie Gen Edit model)")
+        if task not in self.editor.tasks:
+            raise RequestError(f"task must be one of {list(self.editor.tasks)}, got {task!r}")
+        video = np.asarray(video)
+        if video.ndim != 4 or video.shape[-1] != 3:
+            raise RequestError(
+                f"the input video must be (frames, height, width, 3) RGB, got shape {video.shape}"
+            )
+        frames, height, width = video.shape[:3]
+        self.check_request(frames, (height, width))
+        if steps < 2:
+            raise RequestError(f"steps must be at least 2, got {steps}")
+        report = progress or (lambda stage, done, total: None)
+        pixels = video.astype(np.float32).transpose(3, 0, 1, 2)[None] / 127.5 - 1.0
+        condition = self._condition_of(pixels)
+        names = tuple(self.transformer.config.text_encoders)
+        report("text", 0, 1)
+        cond, null = self.text.embed([instruction]), self.text.embed_null()
+        report("text", 1, 1)
+        noise = np.random.default_rng(seed).standard_normal(tuple(condition.shape)).astype(np.float32)
+        latents = sample(
+            self._conditioned_velocity(condition, task, 1),
+            tuple(condition.shape),
+            tuple(ms.Tensor(cond[n][0]) for n in names),
+            tuple(ms.Tensor(cond[n][1]) for n in names),
+            null_text_embs=tuple(ms.Tensor(null[n][0]) for n in names),
+            null_text_masks=tuple(ms.Tensor(null[n][1]) for n in names),
+            guidance_scale=cfg_scale,
+            num_steps=steps,
+            noise=noise,
+            progress=lambda step, total, t: report("denoise", step, total),
+        )
+        report("decode", 0, 1)
+        out = self.tae.decode(self.tae.unscale_latents(latents), num_frames=frames)
+        report("decode", 1, 1)
+        return to_uint8(out.asnumpy()[0])
 
 
 def to_uint8(video: np.ndarray) -> np.ndarray:

@@ -187,6 +187,10 @@ class PT2VTask(TransformerTask):
             return folder
         info = self.pipeline_info()
         write_pipeline_folder(
-            out / paths.PIPELINE_DIR, folder / TRANSFORMER_DIR, self.latents.tae, info, personalized=folder
+            out / paths.PIPELINE_DIR,
+            folder / TRANSFORMER_DIR,
+            self.latents.tae,
+            info,
+            extra=[folder / VISION_DIR, folder / PROJECTION_FILE],
         )
         return out

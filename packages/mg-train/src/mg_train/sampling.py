@@ -7,9 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from mg_data import read_image
+from mg_data import is_image_path, read_image, read_video, write_image, write_video
 from mg_data.atomic import write_text
-from mg_train.config.schema import SampleConfig
+from mg_data.video_io import probe
+from mg_train.config.schema import EditCommandConfig, SampleConfig
 from mg_train.pipeline import MovieGenPipeline, RequestError, save_media, slugify
 
 
@@ -97,3 +98,41 @@ def run(cfg: SampleConfig) -> list[Path]:
     }
     write_text(out_dir / "samples.json", json.dumps(settings, indent=1))
     return written
+
+
+def edit(cfg: EditCommandConfig) -> Path:
+    """`mg-train edit`: the input video changed as instructed, written to `cfg.output` with an `.json` record."""
+    source = Path(cfg.video)
+    if not source.is_file():
+        raise FileNotFoundError(f"video {source} does not exist")
+    frames = read_image(source) if is_image_path(source) else read_video(source)
+    pipe = MovieGenPipeline.from_pretrained(cfg.checkpoint)
+    if not pipe.takes_video:
+        raise RequestError(f"{cfg.checkpoint} is not a Movie Gen Edit pipeline (no task embeddings)")
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "denoise" and (done == total or done % 10 == 0):
+            print(f"  edit: step {done}/{total}", file=sys.stderr)
+
+    edited = pipe.edit(
+        frames,
+        cfg.instruction,
+        cfg.task,
+        steps=cfg.steps,
+        cfg_scale=cfg.cfg_scale,
+        seed=cfg.seed,
+        progress=progress,
+    )
+    out = Path(cfg.output)
+    fps = cfg.fps or (probe(source).fps if not is_image_path(source) else pipe.info.fps) or pipe.info.fps
+    if edited.shape[0] == 1:
+        write_image(out, edited[0])
+    else:
+        write_video(out, edited, fps=fps)
+    record = {
+        k: getattr(cfg, k)
+        for k in ("checkpoint", "video", "instruction", "task", "steps", "cfg_scale", "seed")
+    }
+    write_text(out.with_suffix(".json"), json.dumps({**record, "output": out.name, "fps": fps}, indent=1))
+    print(f"wrote {out}")
+    return out

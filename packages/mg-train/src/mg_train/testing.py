@@ -14,6 +14,7 @@ from mindspore import Tensor
 from safetensors.numpy import load_file
 
 from mg_data import LatentCacheWriter, cache_key, load_manifest, make_synthetic_dataset
+from mg_data.editing import make_editing_dataset
 from mg_data.personalization import make_personalization_dataset
 from mg_tae import TAEConfig, TemporalAutoencoder
 from mg_train.config.loader import from_dict
@@ -85,14 +86,22 @@ def caption_pattern(caption: str, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def make_training_data(
-    root: Path, n: int = 10, num_images: int = 0, with_tae: bool = True, personalization: bool = False
+    root: Path,
+    n: int = 10,
+    num_images: int = 0,
+    with_tae: bool = True,
+    personalization: bool = False,
+    editing: bool = False,
 ) -> SimpleNamespace:
     """Transformer-training inputs under `root`: synthetic 32 px clips of 16 frames (+ images), a latent cache
     whose means are a fixed pattern per caption (std 0.05; images get one latent frame), a tiny-encoder text
     cache and a tiny TAE folder (named by the latent cache unless `with_tae` is False). With `personalization`
     the clips are mg-data's PT2V set (reference columns; captions name the motion only) and the pattern is per
-    caption and subject, so only the reference tells the subject apart."""
-    if personalization:
+    caption and subject, so only the reference tells the subject apart. With `editing` the clips are mg-data's
+    video editing set (captions are the instructions; the sources are cached too, each with its own pattern)."""
+    if editing:
+        synth = make_editing_dataset(root / "synth", form="video", n=n, seed=0, size=32, num_frames=16)
+    elif personalization:
         synth = make_personalization_dataset(root / "synth", n=n, seed=0, size=32, num_frames=16)
     else:
         synth = make_synthetic_dataset(
@@ -111,6 +120,10 @@ def make_training_data(
         tae=str(tae_dir) if with_tae else "",
     )
     rows = [row for path in (synth.train_manifest, synth.val_manifest) for row in load_manifest(path).rows]
+    sources = [row.extra["source"] for row in rows] if editing else []
+    for source in sources:
+        mean = caption_pattern(source, (16, 2, 4, 4))
+        writer.write(source, mean, np.full_like(mean, LATENT_STD))
     for row in rows:
         frames = 1 if row.video.endswith(".png") else 2
         subject = f"{row.extra.get('color')} {row.extra.get('shape')} " if personalization else ""

@@ -318,10 +318,13 @@ def initial_pieces(
     config: TransformerConfig,
     params: dict[str, Parameter],
     ctx: mp.ParallelContext,
+    adapt=None,
 ) -> Iterator[tuple[Parameter, np.ndarray]]:
     """(parameter, this rank's piece of its initial value), one parameter at a time: from the seed (the values
     one process initialises with that seed) or from the `init_from` model's safetensors, read slice by slice
-    (position tables whole: they are resized to `config`). No rank holds more than one full tensor."""
+    (position tables whole: they are resized to `config`). No rank holds more than one full tensor.
+    `adapt(name, stored, shape)` may turn a stored tensor of another shape into the model's (e.g. Edit widens the
+    T2V patch embedding with zero columns); it returns None where it does not apply."""
     if not cfg.model.init_from:
         for name, full in MovieGenTransformer.lazy(config).initial_values(cfg.train.seed):
             yield params[name], ShardSpec.of(params[name]).cut(full, ctx.layout, ctx.rank_id)
@@ -340,9 +343,16 @@ def initial_pieces(
         for name, param in params.items():
             spec = ShardSpec.of(param)
             shape = tuple(handle.get_slice(name).get_shape())
+            adapted = (
+                adapt(name, handle.get_tensor(name), spec.full_shape)
+                if adapt is not None and shape != spec.full_shape
+                else None
+            )
             if name in POSITION_TABLES and shape != spec.full_shape:
                 full = resize_position_table(handle.get_tensor(name), spec.full_shape[0])
                 yield param, spec.cut(full.astype(np.float32), ctx.layout, ctx.rank_id)
+            elif adapted is not None:
+                yield param, spec.cut(adapted.astype(np.float32), ctx.layout, ctx.rank_id)
             elif shape != spec.full_shape:
                 raise TrainConfigError(
                     f"model.init_from: {source}: {name} has shape {shape}, the model expects {spec.full_shape}"
@@ -445,7 +455,7 @@ class TransformerTask:
         degrees = {axis: ctx.size(axis) for axis in ("dp", "cp", "sp", "tp")}
         self.text = TextSource(cfg)
         self.latents = LatentSource(cfg)
-        self.model_config = preset_config(cfg, self.text.dims, self.latents.channels)
+        self.model_config = self.configure_model()
         compression = self.latents.compression
         multiple = compression[1] * math.lcm(*self.model_config.patch_size[1:])
         buckets = training_buckets(cfg.data, multiple)
@@ -490,7 +500,11 @@ class TransformerTask:
             )
         self.fps_seen: list[float] = []
 
-    # -- what a conditioned variant (PT2V) changes ---------------------------------------------------------------
+    # -- what a conditioned variant (PT2V, Edit) changes ---------------------------------------------------------
+
+    def configure_model(self) -> TransformerConfig:
+        """The T2V transformer config of the run (its shapes are checked against the buckets and the layout)."""
+        return preset_config(self.config, self.text.dims, self.latents.channels)
 
     def dataset_options(self) -> dict:
         """Further VideoDataset arguments."""
@@ -590,12 +604,14 @@ class TransformerTask:
 
 def run(cfg: TransformerTrainConfig) -> Path:
     """Train the transformer as configured (PT2V when `reference.vision` is set or `model.init_from` is a PT2V
-    model: `pt2v_train`); returns the run directory. Raises `engine.TrainingStopped` after
+    model: `pt2v_train`; Edit when `editing.tasks` is set or `model.init_from` is an edit model: `edit_train`); returns the run directory. Raises `engine.TrainingStopped` after
     checkpointing when stopped by SIGTERM / Ctrl-C."""
     check_inputs(cfg)
     degrees = check_parallel(cfg, init_distributed()[1])
     ctx = mp.init_parallel(**degrees)
-    from mg_train.pt2v_train import PT2VTask, is_personalized  # it builds on this module
+    from mg_train.edit_train import EditTask, is_editing  # they build on this module
+    from mg_train.pt2v_train import PT2VTask, is_personalized
 
-    engine.train((PT2VTask if is_personalized(cfg) else TransformerTask)(cfg, ctx), ctx)
+    task = EditTask if is_editing(cfg) else PT2VTask if is_personalized(cfg) else TransformerTask
+    engine.train(task(cfg, ctx), ctx)
     return Path(cfg.train.output_dir)

@@ -41,9 +41,31 @@ from mg_transformer.model import MovieGenTransformer
 TRANSFORMER_DIR = "transformer"
 TASK_FILE = "task_embedding.safetensors"
 INFO_FILE = "edit.json"
+FOLDER_ENTRIES = (TRANSFORMER_DIR, TASK_FILE, INFO_FILE)
 NO_TASK = "none"
+# task_embedding.safetensors key -> the parameter's name in EditTransformer (and in training checkpoints)
+TASK_TENSORS = {"embedding.weight": "embedding", "tokens.weight": "tokens.weight", "time.weight": "time.weight"}
 # The editing tasks of mg-data's synthetic sets (stage I-III), after "none".
 DEFAULT_TASKS = (NO_TASK, "recolor", "mark", "remove", "background")
+
+
+def is_edit_folder(directory: str | os.PathLike) -> bool:
+    """Whether `directory` holds an edit model (or a pipeline with one)."""
+    return (Path(directory) / TASK_FILE).is_file() and (Path(directory) / INFO_FILE).is_file()
+
+
+def write_edit_parts(
+    directory: Path, tasks: Sequence[str], task_tokens: int, tensors: dict[str, np.ndarray]
+) -> None:
+    """The edit folder's own parts next to its `transformer/`: the task embedding and its linears, and edit.json.
+    `save_pretrained` and mg-train's export (which streams the transformer) share it."""
+    save_file(
+        {k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()},
+        str(directory / TASK_FILE),
+        metadata={"format": "np"},
+    )
+    info = {"tasks": list(tasks), "task_tokens": int(task_tokens)}
+    (directory / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
 
 
 class EditTransformer(nn.Cell):
@@ -156,25 +178,20 @@ class EditTransformer(nn.Cell):
         """Write the folder of the module docstring; it appears whole."""
         directory = Path(directory)
         tensors = {name: param.asnumpy() for name, param in self.task_parameters().items()}
-        with atomic_dir(directory, replaces=(TRANSFORMER_DIR, TASK_FILE, INFO_FILE)) as tmp:
+        with atomic_dir(directory, replaces=FOLDER_ENTRIES) as tmp:
             self.transformer.save_pretrained(tmp / TRANSFORMER_DIR)
-            save_file(tensors, str(tmp / TASK_FILE), metadata={"format": "np"})
-            info = {"tasks": list(self.tasks), "task_tokens": self.task_tokens}
-            (tmp / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
+            write_edit_parts(tmp, self.tasks, self.task_tokens, tensors)
         return directory
 
     def task_parameters(self) -> dict[str, Parameter]:
         """The edit model's own parameters (not the transformer's), by their names in the folder."""
-        return {
-            "embedding.weight": self.embedding,
-            "tokens.weight": self.tokens.weight,
-            "time.weight": self.time.weight,
-        }
+        params = dict(self.parameters_and_names())
+        return {key: params[name] for key, name in TASK_TENSORS.items()}
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> EditTransformer:
         directory = Path(directory)
-        for name in (TRANSFORMER_DIR, TASK_FILE, INFO_FILE):
+        for name in FOLDER_ENTRIES:
             if not (directory / name).exists():
                 raise FileNotFoundError(
                     f"{directory / name}: missing; an edit folder holds {TRANSFORMER_DIR}/, {TASK_FILE} and "
@@ -188,14 +205,19 @@ class EditTransformer(nn.Cell):
             info["task_tokens"],
             task_dim=saved["embedding.weight"].shape[1],
         )
-        params = model.task_parameters()
+        for name, value in model.read_task_parameters(directory / TASK_FILE).items():
+            model.task_parameters()[name].set_data(Tensor(value))
+        return model
+
+    def read_task_parameters(self, path: str | os.PathLike) -> dict[str, np.ndarray]:
+        """The tensors of a `task_embedding.safetensors`, checked against this model's names and shapes."""
+        saved = load_file(str(path))
+        params = self.task_parameters()
         if saved.keys() != params.keys():
-            raise ValueError(f"{directory / TASK_FILE}: tensors {sorted(saved)}, expected {sorted(params)}")
+            raise ValueError(f"{path}: tensors {sorted(saved)}, expected {sorted(params)}")
         for name, value in saved.items():
             if tuple(value.shape) != tuple(params[name].shape):
                 raise ValueError(
-                    f"{directory / TASK_FILE}: {name} has shape {value.shape}, the model needs "
-                    f"{tuple(params[name].shape)}"
+                    f"{path}: {name} has shape {value.shape}, the model needs {tuple(params[name].shape)}"
                 )
-            params[name].set_data(Tensor(value))
-        return model
+        return {name: value.astype(np.float32) for name, value in saved.items()}

@@ -404,6 +404,31 @@ class ReferenceConfig:
 
 
 @dataclass
+class EditingConfig:
+    """Movie Gen Edit: the input video's latent as a channel-concatenated condition and a learned embedding per
+    editing task (mg_transformer.editing); the manifest's caption is the instruction."""
+
+    tasks: list[str] = opt(
+        [],
+        "editing tasks the model learns (e.g. [recolor, mark, remove, background]; 'none' is added first); "
+        "empty: not an edit run, unless model.init_from is an edit model (whose tasks are then used)",
+    )
+    source_column: str = opt("source", "manifest column of the input (source) video of each edit")
+    task_column: str = opt("task", "manifest column naming each example's editing task")
+    task_tokens: int = opt(4, "context tokens each task embedding is mapped to")
+    seed: int = opt(0, "seed of the new task embeddings and their linear layers")
+
+    def check(self) -> None:
+        need(self.task_tokens >= 1, "editing.task_tokens", self.task_tokens, "must be >= 1")
+        need(
+            len(set(self.tasks)) == len(self.tasks) and "none" not in self.tasks,
+            "editing.tasks",
+            self.tasks,
+            "distinct task names ('none' is implied)",
+        )
+
+
+@dataclass
 class FlowConfig:
     timestep_sampling: Literal["logit-normal", "uniform"] = opt(
         "logit-normal", "training-time distribution of t"
@@ -489,13 +514,28 @@ class TransformerTrainConfig:
     train: RunConfig = section(RunConfig, "the run")
     parallel: ParallelConfig = section(ParallelConfig, "distributed training (under msrun)")
     reference: ReferenceConfig = section(ReferenceConfig, "personalisation (PT2V): reference images")
+    editing: EditingConfig = section(EditingConfig, "Movie Gen Edit: input videos and editing tasks")
     fps: float | None = opt(
         None, "frame rate recorded in the pipeline for sampling (default: the training clips' rate)"
     )
 
     def check(self) -> None:
-        for part in (self.flow, self.data, self.optim, self.train, self.parallel, self.reference):
+        for part in (
+            self.flow,
+            self.data,
+            self.optim,
+            self.train,
+            self.parallel,
+            self.reference,
+            self.editing,
+        ):
             part.check()
+        need(
+            not (self.editing.tasks and self.reference.vision),
+            "editing.tasks",
+            self.editing.tasks,
+            "an edit run cannot also be a PT2V run (reference.vision is set)",
+        )
         self.data.check_validation(self.train)
         need(
             self.data.crop is None,
@@ -620,6 +660,26 @@ class SampleConfig:
         None,
         "reference image (png/jpg) of the subject, for a personalised (PT2V) pipeline; every prompt uses it",
     )
+
+
+@dataclass
+class EditCommandConfig:
+    checkpoint: str = opt(
+        "", "pipeline folder of a Movie Gen Edit run (its `pipeline/`) or the run directory"
+    )
+    video: str = opt("", "the input video (mp4, or an image for a one-frame edit)")
+    instruction: str = opt("", 'what to change, e.g. "make the red circle blue"')
+    task: str = opt("", "the editing task the instruction belongs to (one of the model's, e.g. recolor)")
+    steps: int = opt(50, "Euler steps of the linear-quadratic schedule")
+    cfg_scale: float = opt(7.5, "classifier-free guidance scale (instruction against the empty one; 1: off)")
+    seed: int = opt(0, "seed of the start noise")
+    output: str = opt("edited.mp4", "the edited video (.mp4, or .png for a one-frame input)")
+    fps: float | None = opt(None, "frame rate of the written mp4; default: the input's")
+
+    def check(self) -> None:
+        for key in ("checkpoint", "video", "instruction", "task"):
+            need(bool(getattr(self, key)), key, getattr(self, key), "must be given")
+        need(self.steps >= 2, "steps", self.steps, "must be at least 2")
 
 
 # -- quickstart ------------------------------------------------------------------------------------------------------
