@@ -44,7 +44,11 @@ INFO_FILE = "edit.json"
 FOLDER_ENTRIES = (TRANSFORMER_DIR, TASK_FILE, INFO_FILE)
 NO_TASK = "none"
 # task_embedding.safetensors key -> the parameter's name in EditTransformer (and in training checkpoints)
-TASK_TENSORS = {"embedding.weight": "embedding", "tokens.weight": "tokens.weight", "time.weight": "time.weight"}
+TASK_TENSORS = {
+    "embedding.weight": "embedding",
+    "tokens.weight": "tokens.weight",
+    "time.weight": "time.weight",
+}
 # The editing tasks of mg-data's synthetic sets (stage I-III), after "none".
 DEFAULT_TASKS = (NO_TASK, "recolor", "mark", "remove", "background")
 
