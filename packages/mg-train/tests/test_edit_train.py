@@ -150,7 +150,8 @@ def test_bad_edit_settings_are_named_before_training(data, t2v_run, tmp_path):
 
 def test_the_bundled_edit_stages_fit_their_layouts():
     """Stage I from the T2V model on one-frame pairs with the four tasks; stage II from stage I on the T2V
-    config's clips, keeping stage I's tasks; every bucket fits the model and the layout of the T2V config."""
+    config's clips, keeping stage I's tasks; stage III from stage II on backtranslated pairs; every bucket fits
+    the model and the layout of the T2V config."""
     from mg_train.config.loader import bundled_configs, load_config
     from mg_train.config.schema import TransformerTrainConfig
     from mg_train.transformer_train import check_model_fits, training_buckets
@@ -158,16 +159,61 @@ def test_the_bundled_edit_stages_fit_their_layouts():
     from mg_transformer.config import REAL_TEXT_DIMS
 
     for size in ("tiny", "1B", "5B", "30B"):
-        names = [f"edit/stage1_image_{size}", f"edit/stage2_animated_{size}"]
+        names = [
+            f"edit/stage1_image_{size}",
+            f"edit/stage2_animated_{size}",
+            f"edit/stage3_backtranslation_{size}",
+        ]
         assert set(names) <= set(bundled_configs())
-        one, two = (load_config(TransformerTrainConfig, name) for name in names)
+        one, two, three = (load_config(TransformerTrainConfig, name) for name in names)
+        assert three.model.init_from == two.train.output_dir and "backtranslation" in three.data.manifest
         t2v = load_config(TransformerTrainConfig, f"transformer/stage3_t2iv_768px_{size}")
         assert one.model.init_from == t2v.train.output_dir and one.editing.tasks == TASKS
         assert two.model.init_from == one.train.output_dir and two.editing.tasks == []
         assert (one.data.frames, two.data.frames) == (1, t2v.data.frames)
         dims = REAL_TEXT_DIMS if size != "tiny" else {"ul2": 64, "byt5": 48, "metaclip": 32}
-        for name, cfg in ((names[0], one), (names[1], two)):
+        for name, cfg in zip(names, (one, two, three), strict=True):
             assert cfg.parallel == t2v.parallel
             config = TransformerConfig.preset(cfg.model.preset, text_dims=dims, **cfg.model.overrides)
             degrees = {"cp": cfg.parallel.cp, "sp": cfg.parallel.sp, "tp": cfg.parallel.tp}
             check_model_fits(config, training_buckets(cfg.data, 16), (8, 8), degrees, name)
+
+
+def test_backtranslation_writes_the_reversed_pairs(stage1, tmp_path):
+    """Stage III's data: each clip edited by the model with a forward instruction is the source, the clip itself
+    the target (the same file), with the backward instruction; an edit stage trains on it."""
+    from mg_data import make_synthetic_dataset
+    from mg_train import backtranslate
+    from mg_train.config.loader import load_config
+    from mg_train.config.schema import BacktranslateConfig
+
+    clips = make_synthetic_dataset(tmp_path / "clips", n=2, size=32, num_frames=16, seed=5, val_fraction=0.0)
+    out = tmp_path / "bt"
+    overrides = [f"checkpoint={stage1}", f"manifest={clips.train_manifest}", f"output_dir={out}", "steps=2"]
+    backtranslate.run(load_config(BacktranslateConfig, None, overrides))
+    rows = load_manifest(out / "train.csv").rows
+    originals = load_manifest(clips.train_manifest).rows
+    assert [r.extra["forward_task"] for r in rows] == ["recolor", "mark"]
+    pipe = MovieGenPipeline.from_pretrained(stage1, jit=False)
+    for index, (row, clip) in enumerate(zip(rows, originals, strict=True)):
+        color, shape = clip.extra["color"], clip.extra["shape"]
+        assert (out / row.video).read_bytes() == (clips.root / clip.video).read_bytes()  # the real clip
+        assert row.caption == row.extra["instruction"] and row.caption.endswith(f"{shape} {color}")
+        assert (
+            row.extra["task"] == "recolor"
+            and color in row.caption
+            and shape in row.extra["forward_instruction"]
+        )
+        if index > 0:
+            continue  # one edit compared with the model's own (each costs seconds)
+        edited = read_video(out / row.extra["source"]).astype(float)
+        same, other = (
+            pipe.edit(read_video(clips.root / clip.video), row.extra["forward_instruction"],
+                      row.extra["forward_task"], steps=2, cfg_scale=5.0, seed=seed)
+            for seed in (index, index + 10)
+        )  # fmt: skip
+        error, wrong = np.abs(edited - same).mean(), np.abs(edited - other).mean()
+        assert error < 0.5 * wrong, (index, error, wrong)  # the model's edit for that seed (H.264 aside)
+    assert len(load_manifest(out / "all.csv").rows) == 4
+    with pytest.raises(ConfigError, match=r"\['remove'\] cannot be reversed"):
+        backtranslate.run(load_config(BacktranslateConfig, None, [*overrides, "tasks=[remove]"]))

@@ -68,6 +68,11 @@ COMMANDS: dict[str, tuple[type, str, str]] = {
         "write a checkpoint's model (any parallel layout) as a model folder, one tensor at a time",
     ),
     "sample": (schema.SampleConfig, "mg_train.sampling:run", "generate videos or images from prompts"),
+    "backtranslate": (
+        schema.BacktranslateConfig,
+        "mg_train.backtranslate:run",
+        "Movie Gen Edit stage III data: edit clips with the stage-II model, write the reversed pairs",
+    ),
     "edit": (
         schema.EditCommandConfig,
         "mg_train.sampling:edit",

@@ -682,6 +682,29 @@ class EditCommandConfig:
         need(self.steps >= 2, "steps", self.steps, "must be at least 2")
 
 
+@dataclass
+class BacktranslateConfig:
+    checkpoint: str = opt(
+        "", "the stage-II Movie Gen Edit pipeline (a run's `pipeline/`) or its run directory"
+    )
+    manifest: str = opt(
+        "", "clips to edit, with ground-truth columns color and shape (mg-data's synthetic sets)"
+    )
+    root: str | None = opt(None, "folder the manifest's paths are relative to (default: the manifest's)")
+    output_dir: str = opt("", "where sources/, targets/, train.csv and all.csv go")
+    tasks: list[str] = opt(["recolor", "mark"], "forward edits, cycled over the clips (recolor, mark)")
+    limit: int | None = opt(None, "backtranslate only the first N clips")
+    steps: int = opt(30, "sampling steps of each edit")
+    cfg_scale: float = opt(5.0, "guidance scale of each edit")
+    seed: int = opt(0, "seed of the target colours and of the edits' noise (clip i: seed + i)")
+
+    def check(self) -> None:
+        for key in ("checkpoint", "manifest", "output_dir"):
+            need(bool(getattr(self, key)), key, getattr(self, key), "must be given")
+        need(bool(self.tasks), "tasks", self.tasks, "name at least one forward edit")
+        need(self.steps >= 2, "steps", self.steps, "must be at least 2")
+
+
 # -- quickstart ------------------------------------------------------------------------------------------------------
 
 
