@@ -86,3 +86,35 @@ def images(tmp_path_factory) -> dict[str, Path]:
         paths[name] = root / f"{name}.png"
         write_image(paths[name], still(color))
     return paths
+
+
+@pytest.fixture(scope="session")
+def edit_dir(tmp_path_factory) -> Path:
+    """A tiny random Movie Gen Edit pipeline on disk."""
+    from mg_train.testing import tiny_random_pipeline
+
+    path = tmp_path_factory.mktemp("edit") / "pipeline"
+    tiny_random_pipeline(seed=0, frames=FRAMES, size=SIZE, editing=True).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def edit_server(edit_dir, tmp_path_factory):
+    """The demo serving the edit pipeline."""
+    cwd = tmp_path_factory.mktemp("edit_server")
+    srv = Server(["--checkpoint", str(edit_dir), "--no-jit", "--output-dir", str(cwd / "out")], cwd)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def input_videos(tmp_path_factory) -> dict[str, Path]:
+    """Two input videos for edits: mg-data synthetic clips at the test pipeline's frames and size."""
+    from mg_data import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("inputs")
+    data = make_synthetic_dataset(root, n=2, size=SIZE[0], num_frames=FRAMES, val_fraction=0.0, seed=1)
+    from mg_data import load_manifest
+
+    rows = load_manifest(data.train_manifest).rows
+    return {"a": root / rows[0].video, "b": root / rows[1].video}

@@ -158,3 +158,19 @@ def test_a_reference_image_is_uploaded_and_generates(browser, pt2v_server, image
         expect(pt2v.locator("#status")).to_contain_text("reference red.png", timeout=30_000)
     finally:
         pt2v.close()
+
+
+def test_a_video_is_uploaded_and_edited(browser, edit_server, input_videos):
+    """An edit pipeline's page has the editing section: upload, instruction, task, Edit, the edited video."""
+    edit = browser.new_page(viewport={"width": 1280, "height": 1400})
+    try:
+        edit.goto(edit_server.url)
+        edit.locator("#edit-input input[type=file]").set_input_files(str(input_videos["a"]))
+        edit.locator("#edit-input video").first.wait_for(timeout=30_000)  # the upload is shown
+        edit.get_by_label("Instruction", exact=True).fill("make the red circle blue")
+        edit.get_by_role("spinbutton", name="Edit sampling steps").fill("3")
+        edit.locator("#edit").click()
+        edit.locator("#edit-output video").wait_for(timeout=120_000)
+        expect(edit.locator("#edit-status")).to_contain_text("task recolor", timeout=30_000)
+    finally:
+        edit.close()

@@ -57,12 +57,15 @@ def _describe(generator: Generator) -> str:
     info, lim = generator.info, generator.limits()
     height, width = info.size
     where = f"`{public_path(generator.checkpoint)}`" if generator.checkpoint else "a pipeline in memory"
-    what = (
-        "Personalised video (PT2V: the subject of the reference image, doing what the prompt says), text to video "
-        "and text to image"
-        if generator.takes_reference
-        else "Text to video and text to image"
-    )
+    if generator.takes_reference:
+        what = (
+            "Personalised video (PT2V: the subject of the reference image, doing what the prompt says), text to "
+            "video and text to image"
+        )
+    elif generator.takes_video:
+        what = "Video editing (below), text to video and text to image"
+    else:
+        what = "Text to video and text to image"
     return (
         f"# {TITLE}\n"
         f"{what} with {where}: trained on {info.frames} frames at "
@@ -172,6 +175,40 @@ class DemoHandlers:
             [(item["path"], item["caption"]) for item in history],
             history,
         )
+
+    def edit(
+        self,
+        video: str | None,
+        instruction: str,
+        task: str,
+        steps: int,
+        cfg_scale: float,
+        seed: int,
+        http_request: gr.Request = None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio finds the tracker by this default)
+    ) -> tuple[Any, ...]:
+        """Edit one video (Movie Gen Edit pipelines); returns (edited video, status)."""
+        from mg_demo.editing import check_edit, run_edit
+
+        client = client_of(http_request)
+        admitted = self.share.start(client)
+        try:
+            request = check_edit(self.generator, video, instruction, task, steps, cfg_scale, seed)
+            result = run_edit(
+                self.generator, request, lambda fraction, desc: progress(fraction, desc=desc), admitted
+            )
+        except RequestError as err:
+            raise gr.Error(str(err), title="Cannot edit this", print_exception=False) from None
+        except Exception as err:
+            log.exception("edit failed")
+            raise gr.Error(
+                f"edit failed ({type(err).__name__}: {html.escape(str(err))}); the server log has the details",
+                title="Edit failed",
+                print_exception=False,
+            ) from None
+        finally:
+            self.share.finish(client)
+        return str(result.path), f"**Done:** {html.escape(result.caption(), quote=False)}"
 
     @staticmethod
     def show_mode(mode: str) -> tuple[Any, ...]:
@@ -295,4 +332,38 @@ def build_app(generator: Generator, max_per_client: int = DEFAULT_PER_CLIENT) ->
             show_progress_on=[video, image],
         )
         gallery.select(handlers.reuse, history, form, queue=False, api_visibility="private")
+        if generator.takes_video:
+            edit_section(generator, handlers)
     return app
+
+
+def edit_section(generator: Generator, handlers: DemoHandlers) -> None:
+    """The editing section of a Movie Gen Edit pipeline's page: an input video, an instruction and its task."""
+    lim, default = generator.limits(), generator.defaults()
+    tasks = list(generator.pipeline.editor.tasks[1:])
+    gr.Markdown(
+        "## Edit a video\nUpload a video the model can make (its frames and size: multiples of "
+        f"{lim['multiple']} up to {lim['max_height']}x{lim['max_width']}), say what to change and pick the kind "
+        "of edit."
+    )
+    with gr.Row():
+        with gr.Column(scale=1):
+            source = gr.Video(label="Input video", sources=["upload"], height=240, elem_id="edit-input")
+            instruction = gr.Textbox(label="Instruction", placeholder="make the red circle blue")
+            task = gr.Dropdown(tasks, value=tasks[0], label="Edit task")
+            steps = gr.Slider(2, lim["max_steps"], value=default.steps, step=1, label="Edit sampling steps")
+            cfg = gr.Slider(0, MAX_CFG, value=default.cfg_scale, step=0.5, label="Edit CFG scale")
+            seed = gr.Number(value=0, precision=0, label="Edit seed")
+            button = gr.Button("Edit", variant="primary", elem_id="edit")
+        with gr.Column(scale=1):
+            output = gr.Video(label="Edited video", interactive=False, height=240, elem_id="edit-output")
+            status = gr.Markdown("", elem_id="edit-status")
+    button.click(
+        handlers.edit,
+        [source, instruction, task, steps, cfg, seed],
+        [output, status],
+        api_name="edit",
+        concurrency_limit=1,
+        concurrency_id="generate",  # one MindSpore job at a time, generations and edits alike
+        show_progress_on=[output],
+    )

@@ -207,6 +207,17 @@ class Generator:
             prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed, reference
         )
 
+    def next_index(self) -> int:
+        """The number of the next result of this server's run (results are numbered 1, 2, ...)."""
+        with self._lock:
+            self._count += 1
+            return self._count
+
+    @property
+    def takes_video(self) -> bool:
+        """Whether the pipeline edits videos (Movie Gen Edit): the app then has an editing tab."""
+        return self.pipeline.takes_video
+
     @property
     def takes_reference(self) -> bool:
         """Whether the pipeline is personalised (PT2V): requests may carry a reference image."""
@@ -276,9 +287,7 @@ class Generator:
         delete results beyond the folder's age and size budget."""
         start = time.perf_counter()
         video = self.frames_for(request, progress, admitted)
-        with self._lock:
-            self._count += 1
-            index = self._count
+        index = self.next_index()
         if progress:
             progress(0.98, "Writing the image" if request.mode == IMAGE else "Writing the video")
         stem = f"{index:04d}-{slugify(request.prompt, limit=40)}-seed{request.seed}"

@@ -21,6 +21,7 @@ from mg_train.config.loader import from_dict
 from mg_train.config.schema import TransformerTrainConfig
 from mg_train.pipeline import MovieGenPipeline, PipelineInfo
 from mg_transformer import MovieGenTransformer, TransformerConfig
+from mg_transformer.editing import EditTransformer
 from mg_transformer.personalized import PersonalizedTransformer
 from mg_transformer.text import TextEmbedder
 from mg_transformer.vision import CLIPVisionEncoder
@@ -43,20 +44,30 @@ def tiny_random_pipeline(
     size: tuple[int, int] = (64, 64),
     jit: bool = False,
     personalized: bool = False,
+    editing: bool = False,
     **transformer_overrides,
 ) -> MovieGenPipeline:
     """Untrained tiny transformer + tiny TAE + tiny text encoders: real shapes and code paths, random output.
     With `personalized` a PT2V pipeline (tiny vision tower), whose zero-initialised layers get small random
-    values too, so the reference image visibly changes the output."""
+    values too, so the reference image visibly changes the output. With `editing` a Movie Gen Edit pipeline
+    (the default tasks) whose condition columns are random too, so the input video changes the output."""
     text = TextEmbedder(TINY_TEXT["encoders"], seed=TINY_TEXT["seed"])
     config = TransformerConfig.preset("tiny", text_dims=dict(text.dims), **transformer_overrides)
     transformer = MovieGenTransformer(config)
     transformer.init_weights(seed)
-    if personalized:
+    if personalized or editing:
         rng = np.random.default_rng(seed)
         for param in transformer.get_parameters():
             if not param.asnumpy().any():
                 param.set_data(Tensor(0.05 * rng.standard_normal(param.shape).astype(np.float32)))
+    if editing:
+        transformer = EditTransformer.from_t2v(transformer, seed=seed)
+        weight = transformer.transformer.patch_embed.weight
+        half = weight.shape[1] // 2
+        values = weight.asnumpy()
+        values[:, half:] = 0.05 * np.random.default_rng(seed + 1).standard_normal(values[:, half:].shape)
+        weight.set_data(Tensor(values))
+    if personalized:
         vision = CLIPVisionEncoder.from_source("tiny", seed=seed)
         transformer = PersonalizedTransformer(transformer, vision, seed=seed)
     tae = TemporalAutoencoder(TAEConfig.tiny(), seed=seed)
