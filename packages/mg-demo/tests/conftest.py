@@ -20,13 +20,26 @@ def _mindspore():
     setup_mindspore()
 
 
-@pytest.fixture(scope="session")
-def pipeline_dir(tmp_path_factory) -> Path:
+def _pipeline_on_disk(tmp_path_factory, name: str, **kinds) -> Path:
+    """A tiny random pipeline (`mg_train.testing.tiny_random_pipeline(**kinds)`) saved under a new folder."""
     from mg_train.testing import tiny_random_pipeline
 
-    path = tmp_path_factory.mktemp("run") / "pipeline"
-    tiny_random_pipeline(seed=0, frames=FRAMES, size=SIZE).save_pretrained(path)
+    path = tmp_path_factory.mktemp(name) / "pipeline"
+    tiny_random_pipeline(seed=0, frames=FRAMES, size=SIZE, **kinds).save_pretrained(path)
     return path
+
+
+def _serve(checkpoint: Path, tmp_path_factory, name: str):
+    """The real `python -m mg_demo` serving `checkpoint` in eager mode (exactly the pipeline's results)."""
+    cwd = tmp_path_factory.mktemp(name)
+    srv = Server(["--checkpoint", str(checkpoint), "--no-jit", "--output-dir", str(cwd / "out")], cwd)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def pipeline_dir(tmp_path_factory) -> Path:
+    return _pipeline_on_disk(tmp_path_factory, "run")
 
 
 @pytest.fixture(scope="session")
@@ -39,24 +52,14 @@ def reference(pipeline_dir):
 
 @pytest.fixture(scope="session")
 def server(pipeline_dir, tmp_path_factory):
-    """The demo serving the tiny pipeline, started exactly as a user would (eager mode for exact equality
-    with the reference pipeline)."""
-    cwd = tmp_path_factory.mktemp("server")
-    srv = Server(
-        ["--checkpoint", str(pipeline_dir.parent), "--no-jit", "--output-dir", str(cwd / "out")], cwd
-    )
-    yield srv
-    srv.stop()
+    """The demo serving the tiny pipeline, started exactly as a user would (from its run directory)."""
+    yield from _serve(pipeline_dir.parent, tmp_path_factory, "server")
 
 
 @pytest.fixture(scope="session")
 def pt2v_dir(tmp_path_factory) -> Path:
     """A tiny random personalised (PT2V) pipeline on disk."""
-    from mg_train.testing import tiny_random_pipeline
-
-    path = tmp_path_factory.mktemp("pt2v") / "pipeline"
-    tiny_random_pipeline(seed=0, frames=FRAMES, size=SIZE, personalized=True).save_pretrained(path)
-    return path
+    return _pipeline_on_disk(tmp_path_factory, "pt2v", personalized=True)
 
 
 @pytest.fixture(scope="session")
@@ -69,10 +72,7 @@ def pt2v_reference(pt2v_dir):
 @pytest.fixture(scope="session")
 def pt2v_server(pt2v_dir, tmp_path_factory):
     """The demo serving the PT2V pipeline."""
-    cwd = tmp_path_factory.mktemp("pt2v_server")
-    srv = Server(["--checkpoint", str(pt2v_dir), "--no-jit", "--output-dir", str(cwd / "out")], cwd)
-    yield srv
-    srv.stop()
+    yield from _serve(pt2v_dir, tmp_path_factory, "pt2v_server")
 
 
 @pytest.fixture(scope="session")
@@ -91,20 +91,13 @@ def images(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def edit_dir(tmp_path_factory) -> Path:
     """A tiny random Movie Gen Edit pipeline on disk."""
-    from mg_train.testing import tiny_random_pipeline
-
-    path = tmp_path_factory.mktemp("edit") / "pipeline"
-    tiny_random_pipeline(seed=0, frames=FRAMES, size=SIZE, editing=True).save_pretrained(path)
-    return path
+    return _pipeline_on_disk(tmp_path_factory, "edit", editing=True)
 
 
 @pytest.fixture(scope="session")
 def edit_server(edit_dir, tmp_path_factory):
     """The demo serving the edit pipeline."""
-    cwd = tmp_path_factory.mktemp("edit_server")
-    srv = Server(["--checkpoint", str(edit_dir), "--no-jit", "--output-dir", str(cwd / "out")], cwd)
-    yield srv
-    srv.stop()
+    yield from _serve(edit_dir, tmp_path_factory, "edit_server")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from mg_data import is_image_path, read_image, read_video
-from mg_demo.generation import MAX_CFG, MAX_SEED, Generator, ProgressFn, _integer
+from mg_demo.generation import Generator, ProgressFn
 from mg_demo.limits import check_prompt_length
 from mg_demo.outputs import prune_outputs
 from mg_train.pipeline import RequestError, save_media, slugify
@@ -95,18 +95,7 @@ def check_edit(
     pipeline.check_request(
         frames.shape[0], frames.shape[1:3]
     )  # its length and size must be ones the model makes
-    steps = _integer("steps", steps)
-    if not 2 <= steps <= generator.max_steps:
-        raise RequestError(f"steps must be between 2 and {generator.max_steps}, got {steps}")
-    try:
-        cfg_scale = float(cfg_scale)
-    except (TypeError, ValueError):
-        raise RequestError(f"CFG scale must be a number, got {cfg_scale!r}") from None
-    if not 0.0 <= cfg_scale <= MAX_CFG:
-        raise RequestError(f"CFG scale must be between 0 and {MAX_CFG:g}, got {cfg_scale!r}")
-    seed = _integer("seed", seed)
-    if not 0 <= seed <= MAX_SEED:
-        raise RequestError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+    steps, cfg_scale, seed = generator.check_sampling(steps, cfg_scale, seed)
     return EditRequest(str(path), instruction.strip(), task, steps, cfg_scale, seed)
 
 

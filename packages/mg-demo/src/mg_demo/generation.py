@@ -190,6 +190,14 @@ class Generator:
         height = _integer("height", default_height if height is None else height)
         width = _integer("width", default_width if width is None else width)
         self.pipeline.check_request(frames, (height, width))  # size, frame and token (memory) limits
+        steps, cfg_scale, seed = self.check_sampling(steps, cfg_scale, seed)
+        reference = self._reference(reference)
+        return Request(
+            prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed, reference
+        )
+
+    def check_sampling(self, steps: Any, cfg_scale: Any, seed: Any) -> tuple[int, float, int]:
+        """Steps, CFG scale and seed as numbers within this server's limits, or RequestError saying which."""
         steps = _integer("steps", steps)
         if not 2 <= steps <= self.max_steps:
             raise RequestError(f"steps must be between 2 and {self.max_steps}, got {steps}")
@@ -202,10 +210,7 @@ class Generator:
         seed = _integer("seed", seed)
         if not 0 <= seed <= MAX_SEED:
             raise RequestError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
-        reference = self._reference(reference)
-        return Request(
-            prompt, negative_prompt, mode, frames, height, width, steps, cfg_scale, seed, reference
-        )
+        return steps, cfg_scale, seed
 
     def next_index(self) -> int:
         """The number of the next result of this server's run (results are numbered 1, 2, ...)."""

@@ -18,9 +18,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import mindspore as ms
 import numpy as np
-from mindspore import Tensor, mint, nn
+from mindspore import Tensor, nn
 
 import mg_parallel as mp
 from mg_data.atomic import atomic_dir
@@ -31,8 +30,15 @@ from mg_train.config.schema import TransformerTrainConfig
 from mg_train.draws import rank_slice, step_rng
 from mg_train.export import EDIT_FILES, write_edit_files
 from mg_train.pipeline import write_pipeline_folder
-from mg_train.transformer_train import TrainConfigError, TransformerTask, initial_pieces, preset_config
-from mg_transformer import TransformerConfig, drop_text, interpolate, velocity_target
+from mg_train.transformer_train import (
+    TrainConfigError,
+    TransformerTask,
+    conditioned_losses,
+    init_from_folder,
+    initial_pieces,
+    preset_config,
+)
+from mg_transformer import TransformerConfig
 from mg_transformer.editing import (
     INFO_FILE,
     NO_TASK,
@@ -48,37 +54,12 @@ CONDITION_STREAM = 4  # step_rng stream of the condition's TAE posterior noise (
 
 def edit_source(cfg: TransformerTrainConfig) -> Path | None:
     """The edit folder `model.init_from` names (itself, or a run's `edit/` or `pipeline/`), else None."""
-    if not cfg.model.init_from:
-        return None
-    path = Path(cfg.model.init_from)
-    for candidate in (path, path / paths.EDIT_DIR, path / paths.PIPELINE_DIR):
-        if is_edit_folder(candidate):
-            return candidate
-    return None
+    return init_from_folder(cfg, paths.EDIT_DIR, is_edit_folder)
 
 
 def is_editing(cfg: TransformerTrainConfig) -> bool:
     """Whether the run trains Movie Gen Edit: tasks are named or `init_from` is an edit model."""
     return bool(cfg.editing.tasks) or edit_source(cfg) is not None
-
-
-def edit_losses(model: EditTransformer, null_text, sigma_min: float):
-    """(train_loss, eval_loss): rectified flow with the condition latents and the task indices as the last two
-    arguments (text dropout replaces the instruction only: the input video stays)."""
-    null_embs = tuple(Tensor(e, ms.float32) for e in null_text[0])
-    null_masks = tuple(Tensor(m, ms.float32) for m in null_text[1])
-
-    def eval_loss(latents, embs, masks, t, noise, condition, task):
-        x_t = interpolate(latents, noise, t, sigma_min)
-        prediction = model(x_t, t, embs, masks, condition, task)
-        target = velocity_target(latents, noise, sigma_min)
-        return mint.mean(mint.square(prediction.astype(ms.float32) - target.astype(ms.float32)))
-
-    def train_loss(latents, embs, masks, t, noise, drop, condition, task):
-        embs, masks = drop_text(embs, masks, null_embs, null_masks, drop)
-        return eval_loss(latents, embs, masks, t, noise, condition, task)
-
-    return train_loss, eval_loss
 
 
 def widen_patch_embedding(name: str, stored: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -143,7 +124,7 @@ class EditTask(TransformerTask):
         return EditTransformer(self.transformer, self.tasks, self.task_tokens, seed=editing.seed)
 
     def losses(self):
-        return edit_losses(self.model, self.text.null(), self.config.flow.sigma_min)
+        return conditioned_losses(self.model, self.text.null(), self.config.flow.sigma_min)
 
     def condition(self, batch: dict, eps) -> Tensor:
         """The input videos' scaled latents: cached like the targets', or encoded by the frozen TAE."""

@@ -21,9 +21,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import mindspore as ms
 import numpy as np
-from mindspore import Tensor, mint, nn
+from mindspore import Tensor, nn
 
 import mg_parallel as mp
 from mg_data.atomic import atomic_dir
@@ -34,8 +33,13 @@ from mg_train.config.schema import TransformerTrainConfig
 from mg_train.draws import rank_slice, step_rng
 from mg_train.export import PT2V_FILES, write_personalized_files
 from mg_train.pipeline import write_pipeline_folder
-from mg_train.transformer_train import TrainConfigError, TransformerTask, initial_pieces
-from mg_transformer import drop_text, interpolate, velocity_target
+from mg_train.transformer_train import (
+    TrainConfigError,
+    TransformerTask,
+    conditioned_losses,
+    init_from_folder,
+    initial_pieces,
+)
 from mg_transformer.model import MovieGenTransformer
 from mg_transformer.personalized import (
     PROJECTION_FILE,
@@ -52,13 +56,7 @@ REFERENCE_STREAM = 3  # step_rng stream of the reference dropout (0: t and text,
 
 def personalized_source(cfg: TransformerTrainConfig) -> Path | None:
     """The PT2V folder `model.init_from` names (itself, or a run's `pt2v/` or `pipeline/`), else None."""
-    if not cfg.model.init_from:
-        return None
-    path = Path(cfg.model.init_from)
-    for candidate in (path, path / paths.PT2V_DIR, path / paths.PIPELINE_DIR):
-        if is_personalized_folder(candidate):
-            return candidate
-    return None
+    return init_from_folder(cfg, paths.PT2V_DIR, is_personalized_folder)
 
 
 def is_personalized(cfg: TransformerTrainConfig) -> bool:
@@ -73,25 +71,6 @@ def vision_encoder(cfg: TransformerTrainConfig) -> CLIPVisionEncoder:
         return CLIPVisionEncoder.from_source(source, seed=cfg.reference.seed)
     except (FileNotFoundError, ValueError) as exc:
         raise TrainConfigError(f"reference.vision: {exc}") from None
-
-
-def reference_losses(model: PersonalizedTransformer, null_text, sigma_min: float):
-    """(train_loss, eval_loss): `transformer_train.rectified_flow_losses` with the reference images (B, 3, S, S)
-    and their keep flags (B,) (0: trained without its reference) as the last two arguments."""
-    null_embs = tuple(Tensor(e, ms.float32) for e in null_text[0])
-    null_masks = tuple(Tensor(m, ms.float32) for m in null_text[1])
-
-    def eval_loss(latents, embs, masks, t, noise, pixels, keep):
-        x_t = interpolate(latents, noise, t, sigma_min)
-        prediction = model(x_t, t, embs, masks, pixels, keep)
-        target = velocity_target(latents, noise, sigma_min)
-        return mint.mean(mint.square(prediction.astype(ms.float32) - target.astype(ms.float32)))
-
-    def train_loss(latents, embs, masks, t, noise, drop, pixels, keep):
-        embs, masks = drop_text(embs, masks, null_embs, null_masks, drop)
-        return eval_loss(latents, embs, masks, t, noise, pixels, keep)
-
-    return train_loss, eval_loss
 
 
 class PT2VTask(TransformerTask):
@@ -121,7 +100,7 @@ class PT2VTask(TransformerTask):
         return model
 
     def losses(self):
-        return reference_losses(self.model, self.text.null(), self.config.flow.sigma_min)
+        return conditioned_losses(self.model, self.text.null(), self.config.flow.sigma_min)
 
     def pixels(self, batch: dict) -> Tensor:
         return Tensor(preprocess(np.asarray(batch["reference"]), self.vision.config.image_size))

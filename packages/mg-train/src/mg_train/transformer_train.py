@@ -26,7 +26,7 @@ from pathlib import Path
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, Tensor, nn
+from mindspore import Parameter, Tensor, mint, nn
 
 import mg_parallel as mp
 from mg_data import BucketBatchSampler, BucketConfig, VideoDataset, collate
@@ -50,8 +50,10 @@ from mg_transformer import (
     MovieGenTransformer,
     TransformerConfig,
     drop_text,
+    interpolate,
     rectified_flow_loss,
     sample_timesteps,
+    velocity_target,
 )
 from mg_transformer.pretrained import POSITION_TABLES, WEIGHTS_NAME, resize_position_table
 
@@ -441,6 +443,38 @@ def rectified_flow_losses(model: MovieGenTransformer, null_text, sigma_min: floa
         return rectified_flow_loss(model, latents, embs, masks, t, noise, sigma_min)
 
     return train_loss, eval_loss
+
+
+def conditioned_losses(model: nn.Cell, null_text, sigma_min: float):
+    """(train_loss, eval_loss) of a model that takes two inputs after the text (PT2V: reference pixels and keep
+    flags; Edit: condition latents and task indices): `rectified_flow_losses` with those two as the last
+    arguments. Text dropout replaces the text only."""
+    null_embs = tuple(Tensor(e, ms.float32) for e in null_text[0])
+    null_masks = tuple(Tensor(m, ms.float32) for m in null_text[1])
+
+    def eval_loss(latents, embs, masks, t, noise, first, second):
+        x_t = interpolate(latents, noise, t, sigma_min)
+        prediction = model(x_t, t, embs, masks, first, second)
+        target = velocity_target(latents, noise, sigma_min)
+        return mint.mean(mint.square(prediction.astype(ms.float32) - target.astype(ms.float32)))
+
+    def train_loss(latents, embs, masks, t, noise, drop, first, second):
+        embs, masks = drop_text(embs, masks, null_embs, null_masks, drop)
+        return eval_loss(latents, embs, masks, t, noise, first, second)
+
+    return train_loss, eval_loss
+
+
+def init_from_folder(cfg: TransformerTrainConfig, run_subdir: str, is_folder) -> Path | None:
+    """The model folder `model.init_from` names when `is_folder(candidate)` holds for it, its
+    `<run>/<run_subdir>/` or its `<run>/pipeline/` (a PT2V or edit model), else None."""
+    if not cfg.model.init_from:
+        return None
+    path = Path(cfg.model.init_from)
+    for candidate in (path, path / run_subdir, path / paths.PIPELINE_DIR):
+        if is_folder(candidate):
+            return candidate
+    return None
 
 
 class TransformerTask:
