@@ -90,6 +90,10 @@ class EditTask(TransformerTask):
             self.tasks, self.task_tokens = (NO_TASK, *cfg.editing.tasks), cfg.editing.task_tokens
         super().__init__(cfg, ctx)
         self.task_of = self._task_indices(self.dataset)
+        # full values before any cut (ZeRO-3 shards trained parameters once the optimizer is built)
+        self.own_initial = {key: p.asnumpy() for key, p in self.model.task_parameters().items()}
+        if self.source is not None:  # the previous stage's task parameters
+            self.own_initial = self.model.read_task_parameters(self.source / TASK_FILE)
 
     def _task_indices(self, dataset) -> np.ndarray:
         column = self.config.editing.task_column
@@ -156,14 +160,12 @@ class EditTask(TransformerTask):
         pieces = initial_pieces(self.config, self.edit_config, inner, self.ctx, adapt=widen_patch_embedding)
         for param, piece in pieces:
             param.set_data(Tensor(np.ascontiguousarray(piece).reshape(param.shape), param.dtype))
-        if self.source is not None:
-            own = self.model.read_task_parameters(self.source / TASK_FILE)
-        else:
-            own = {key: p.asnumpy() for key, p in self.model.task_parameters().items()}
+        own = self.own_initial
         for key, full in own.items():
             param = self.model.task_parameters()[key]
             piece = ShardSpec.of(param).cut(full, self.ctx.layout, self.ctx.rank_id)
             param.set_data(Tensor(np.ascontiguousarray(piece).reshape(param.shape), param.dtype))
+        self.own_initial = {}  # written; no second copy of the tower for the rest of the run
 
     def describe(self) -> list[str]:
         origin = f"from {self.source}" if self.source is not None else "new"

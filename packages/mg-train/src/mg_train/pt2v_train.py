@@ -83,6 +83,17 @@ class PT2VTask(TransformerTask):
         self.vision = vision_encoder(cfg)
         self.vision.set_train(cfg.reference.train_vision)
         super().__init__(cfg, ctx)
+        # full values before any cut (ZeRO-3 shards trained parameters once the optimizer is built)
+        self.own_initial = {f"vision.{n}": p.asnumpy() for n, p in self.vision.parameters_and_names()}
+        self.own_initial.update(
+            {
+                f"reference_projection.{n}": p.asnumpy()
+                for n, p in self.model.reference_projection.parameters_and_names()
+            }
+        )
+        if self.source is not None:  # the previous stage's projection (the tower came with `vision_encoder`)
+            values = read_reference_projection(self.source / PROJECTION_FILE, self.model.reference_projection)
+            self.own_initial.update({f"reference_projection.{n}": v for n, v in values.items()})
 
     def dataset_options(self) -> dict:
         return {
@@ -123,17 +134,12 @@ class PT2VTask(TransformerTask):
         inner = {name[len(prefix) :]: p for name, p in params.items() if name.startswith(prefix)}
         for param, piece in initial_pieces(self.config, self.model_config, inner, self.ctx):
             param.set_data(Tensor(np.ascontiguousarray(piece).reshape(param.shape), param.dtype))
-        own = {f"vision.{n}": p.asnumpy() for n, p in self.vision.parameters_and_names()}
-        projection = self.model.reference_projection
-        if self.source is not None:
-            values = read_reference_projection(self.source / PROJECTION_FILE, projection)
-        else:
-            values = {n: p.asnumpy() for n, p in projection.parameters_and_names()}
-        own.update({f"reference_projection.{n}": v for n, v in values.items()})
+        own = self.own_initial
         for name, full in own.items():  # one process's values, cut for this rank (ZeRO-3 shards trained ones)
             param = params[name]
             piece = ShardSpec.of(param).cut(full, self.ctx.layout, self.ctx.rank_id)
             param.set_data(Tensor(np.ascontiguousarray(piece).reshape(param.shape), param.dtype))
+        self.own_initial = {}  # written; no second copy of the tower for the rest of the run
 
     def describe(self) -> list[str]:
         vision = self.vision.config

@@ -514,6 +514,9 @@ class TransformerTask:
         self.model = self.build_model()  # no memory yet: `initialize` writes pieces
         self.transformer.set_gradient_checkpointing(cfg.train.gradient_checkpointing)
         parallelize_transformer(self.transformer, ctx, tp_seq)
+        if self.model is not self.transformer:  # a wrapper (PT2V, Edit): its checkpoints name `transformer.*`
+            for path, param in self.transformer.parameters_and_names():
+                param.name = f"transformer.{path}"  # the cut layers' new parameters lose the prefix otherwise
         self.precision = resolve_precision(cfg.train.precision)
         apply_precision(self.model, self.precision)
         self.loss, eval_loss = self.losses()
