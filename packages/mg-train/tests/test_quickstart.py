@@ -241,7 +241,7 @@ def test_the_readme_pt2v_commands_run_every_stage_and_report_what_the_videos_sho
         "shape": lambda v: v["subject"].split()[1],
         "direction": lambda v: v["caption"].split()[-1],
     }
-    for model in ("pt2v", "t2v"):
+    for model in ("pt2v", "pt2v_stage1", "t2v"):
         videos = report[model]["videos"]
         assert len(videos) == len(clips)  # pt2v_seeds=1
         assert all((tmp_path / v["file"]).is_file() for v in videos)  # paths as the command was given them

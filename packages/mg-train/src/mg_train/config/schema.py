@@ -773,7 +773,9 @@ class QuickstartConfig:
         ["red:triangle", "blue:circle"],
         "pt2v: COLOR:SHAPE subjects seen only in validation (their references are new to the model)",
     )
-    pt2v_steps: int = opt(600, "pt2v: stage-1 steps (paired references, frozen vision tower)")
+    pt2v_steps: int = opt(1200, "pt2v: stage-1 steps (paired references, frozen vision tower)")
     pt2v_cross_steps: int = opt(200, "pt2v: stage-3 steps (cross-paired references, vision tower trained)")
-    pt2v_lr: float = opt(1e-3, "pt2v: peak learning rate of both PT2V stages")
+    pt2v_lr: float = opt(
+        3e-3, "pt2v: peak learning rate of stage 1 (stage 3: a thirtieth of it, so the tower is only nudged)"
+    )
     pt2v_seeds: int = opt(3, "pt2v: samples per held-out subject and direction")
