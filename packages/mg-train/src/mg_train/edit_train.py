@@ -90,6 +90,7 @@ class EditTask(TransformerTask):
             self.tasks, self.task_tokens = (NO_TASK, *cfg.editing.tasks), cfg.editing.task_tokens
         super().__init__(cfg, ctx)
         self.task_of = self._task_indices(self.dataset)
+        self.val_task_of = self._task_indices(self.validator.dataset) if self.validator is not None else None
         # full values before any cut (ZeRO-3 shards trained parameters once the optimizer is built)
         self.own_initial = {key: p.asnumpy() for key, p in self.model.task_parameters().items()}
         if self.source is not None:  # the previous stage's task parameters
@@ -145,7 +146,7 @@ class EditTask(TransformerTask):
         return self.condition(batch, eps), Tensor(tasks)
 
     def validation_inputs(self, batch: dict) -> tuple:
-        tasks = self._task_indices(self.validator.dataset)[np.asarray(batch["index"], np.int64)]
+        tasks = self.val_task_of[np.asarray(batch["index"], np.int64)]
         rng = np.random.default_rng([self.config.train.seed, CONDITION_STREAM])
         return self.condition(
             batch, lambda shape: rng.standard_normal((len(tasks), *shape), dtype=np.float32)
