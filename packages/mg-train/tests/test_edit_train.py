@@ -42,15 +42,23 @@ def t2v_run(data, tmp_path_factory):
     return out
 
 
-def edit_config(data, out: Path, init_from: Path, **sections):
+def edit_config(inputs, out: Path, init_from: Path, **sections):
     model = {"preset": "tiny", "overrides": {}, "init_from": str(init_from)}
-    return train_config(data, out, model=model, **sections)
+    return train_config(inputs, out, model=model, **sections)
 
 
 @pytest.fixture(scope="module")
 def stage1(data, t2v_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("edit1") / "run"
-    run(edit_config(data, out, t2v_run, editing={"tasks": TASKS, "seed": 2}, train={"steps": 3}))
+    data_section = {
+        "manifest": data.train,
+        "val_manifest": data.val,
+        "frames": 16,
+        "size": [32, 32],
+        "batch_size": 2,
+    }
+    train = {"steps": 3, "val_every": 3, "val_batches": 1}
+    run(edit_config(data, out, t2v_run, editing={"tasks": TASKS, "seed": 2}, data=data_section, train=train))
     return out
 
 
@@ -88,6 +96,10 @@ def test_at_lr_0_the_edit_run_is_the_t2v_model_and_generates_its_videos(data, t2
 
 
 def test_training_moves_the_condition_columns_and_the_task_embedding(stage1, t2v_run):
+    from mg_train.testing import run_metrics
+
+    losses = [m["val_loss"] for m in run_metrics(stage1) if "val_loss" in m]
+    assert len(losses) == 2 and all(np.isfinite(losses))  # validation with the inputs and tasks of val.csv
     edit = weights(stage1 / "edit" / "transformer")
     features = edit["patch_embed.weight"].shape[1] // 2
     assert np.abs(edit["patch_embed.weight"][:, features:]).max() > 0, "the condition columns did not train"
