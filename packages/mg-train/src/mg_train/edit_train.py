@@ -15,7 +15,6 @@ Run directory: as for T2V, plus `edit/` (the edit folder, `EditTransformer.from_
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,6 @@ from mg_train.checkpoint import Checkpoint
 from mg_train.config.schema import TransformerTrainConfig
 from mg_train.draws import rank_slice, step_rng
 from mg_train.export import EDIT_FILES, write_edit_files
-from mg_train.pipeline import write_pipeline_folder
 from mg_train.transformer_train import (
     TrainConfigError,
     TransformerTask,
@@ -192,15 +190,7 @@ class EditTask(TransformerTask):
         folder = out / paths.EDIT_DIR
         with atomic_dir(folder, replaces=EDIT_FILES) as tmp:
             write_edit_files(tmp, opened, opened.manifest["model"])
-        if self.latents.tae is None or self.text.spec is None:
-            missing = "the TAE" if self.latents.tae is None else "the text encoders"
-            print(f"no pipeline/ written: {missing} unknown", file=sys.stderr)
-            return folder
-        write_pipeline_folder(
-            out / paths.PIPELINE_DIR,
-            folder / TRANSFORMER_DIR,
-            self.latents.tae,
-            self.pipeline_info(),
-            extra=[folder / TASK_FILE, folder / INFO_FILE],
+        written = self.write_pipeline(
+            out, folder / TRANSFORMER_DIR, extra=[folder / TASK_FILE, folder / INFO_FILE]
         )
-        return out
+        return out if written else folder

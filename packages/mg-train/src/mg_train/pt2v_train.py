@@ -18,7 +18,6 @@ Run directory: as for T2V, plus `pt2v/` (the PT2V folder, `PersonalizedTransform
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,6 @@ from mg_train.checkpoint import Checkpoint
 from mg_train.config.schema import TransformerTrainConfig
 from mg_train.draws import rank_slice, step_rng
 from mg_train.export import PT2V_FILES, write_personalized_files
-from mg_train.pipeline import write_pipeline_folder
 from mg_train.transformer_train import (
     TrainConfigError,
     TransformerTask,
@@ -166,16 +164,7 @@ class PT2VTask(TransformerTask):
         folder = out / paths.PT2V_DIR
         with atomic_dir(folder, replaces=PT2V_FILES) as tmp:
             write_personalized_files(tmp, opened, opened.manifest["model"])
-        if self.latents.tae is None or self.text.spec is None:
-            missing = "the TAE" if self.latents.tae is None else "the text encoders"
-            print(f"no pipeline/ written: {missing} unknown", file=sys.stderr)
-            return folder
-        info = self.pipeline_info()
-        write_pipeline_folder(
-            out / paths.PIPELINE_DIR,
-            folder / TRANSFORMER_DIR,
-            self.latents.tae,
-            info,
-            extra=[folder / VISION_DIR, folder / PROJECTION_FILE],
+        written = self.write_pipeline(
+            out, folder / TRANSFORMER_DIR, extra=[folder / VISION_DIR, folder / PROJECTION_FILE]
         )
-        return out
+        return out if written else folder

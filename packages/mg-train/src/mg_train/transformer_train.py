@@ -627,16 +627,23 @@ class TransformerTask:
         opened = Checkpoint.open(checkpoint)
         with atomic_dir(out / paths.TRANSFORMER_DIR, replaces=MODEL_FILES) as tmp:
             write_model_files(tmp, opened)
+        written = self.write_pipeline(out, out / paths.TRANSFORMER_DIR)
+        return out if written else out / paths.TRANSFORMER_DIR
+
+    def write_pipeline(self, out: Path, transformer_dir: Path, extra: Sequence[Path] = ()) -> bool:
+        """`<out>/pipeline/` from an exported transformer folder (plus `extra` parts of a PT2V or edit model) when
+        the TAE and the text encoders are known; else says why not and returns False."""
         if self.latents.tae is None or self.text.spec is None:
             missing = "the TAE" if self.latents.tae is None else "the text encoders"
             print(
                 f"no pipeline/ written: {missing} unknown (set `tae`, or use caches whose meta.json names them)",
                 file=sys.stderr,
             )
-            return out / paths.TRANSFORMER_DIR
-        info = self.pipeline_info()
-        write_pipeline_folder(out / paths.PIPELINE_DIR, out / paths.TRANSFORMER_DIR, self.latents.tae, info)
-        return out
+            return False
+        write_pipeline_folder(
+            out / paths.PIPELINE_DIR, transformer_dir, self.latents.tae, self.pipeline_info(), extra=extra
+        )
+        return True
 
 
 def run(cfg: TransformerTrainConfig) -> Path:
