@@ -109,6 +109,8 @@ def test_latent_assignment_needs_exact_size():
     assert CONFIG[CONFIG.assign_latent((16, 2, 8, 8))[0]].name == "16f_64x64"
     assert CONFIG[CONFIG.assign_latent((16, 1, 8, 8))[0]].name == "img_64x64"
     assert CONFIG[CONFIG.assign_latent((16, 1, 6, 10))[0]].name == "8f_48x80"  # no image bucket at that size
+    # a clip of at most 8 frames has one latent frame too; known as a video, it stays in video buckets
+    assert CONFIG[CONFIG.assign_latent((16, 1, 8, 8), is_image=False)[0]].name == "8f_64x64"
     assert CONFIG.assign_latent((16, 2, 9, 9)) == (None, "no bucket of latent size 9x9")
 
 

@@ -249,9 +249,13 @@ class BucketConfig:
         short_policy: str = "skip",
         spatial_compression: int = 8,
         temporal_compression: int = 8,
+        is_image: bool | None = None,
     ) -> tuple[int | None, str]:
         """Bucket of a cached latent `(C, T', h, w)`: the spatial size must match a bucket's exactly (latents are
-        not resized); then the longest bucket whose latent frame count ceil(T / 8) the latent holds."""
+        not resized); then the longest bucket whose latent frame count ceil(T / 8) the latent holds.
+
+        A one-frame latent is an image's unless `is_image` is False (a clip of at most 8 frames, known from its
+        manifest row): that one goes to video buckets only, as decoded it would."""
         _, frames, height, width = (int(v) for v in shape)
         same_size = [
             i
@@ -259,7 +263,9 @@ class BucketConfig:
             if (bucket.height // spatial_compression, bucket.width // spatial_compression) == (height, width)
         ]
         candidates = [i for i in same_size if not self.buckets[i].is_image]
-        if frames == 1:  # an image latent: image buckets, else video buckets of one latent frame
+        if (
+            frames == 1 and is_image is not False
+        ):  # an image latent: image buckets, else one-latent-frame videos
             candidates = [i for i in same_size if self.buckets[i].is_image] or [
                 i for i in candidates if latent_frames(self.buckets[i].num_frames, temporal_compression) == 1
             ]

@@ -160,7 +160,11 @@ class VideoDataset:
                 reasons[index] = f"unreadable: {exc}"
                 continue
             bucket, reason = config.assign_latent(
-                shape, self.sampling.short_policy, self.spatial_compression, self.temporal_compression
+                shape,
+                self.sampling.short_policy,
+                self.spatial_compression,
+                self.temporal_compression,
+                is_image=row.is_image,
             )
             if bucket is None:
                 reasons[index] = reason

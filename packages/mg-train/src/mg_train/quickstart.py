@@ -308,12 +308,17 @@ def transformer_config(
 
 
 def run(cfg: QuickstartConfig) -> dict[str, Any]:
-    """The recipe of `cfg.task`: text-to-video (this module) or personalised video (`pt2v_quickstart`)."""
+    """The recipe of `cfg.task`: text-to-video (this module), personalised video (`pt2v_quickstart`) or video
+    editing (`edit_quickstart`)."""
     check_config(cfg)
     if cfg.task == "pt2v":
         from mg_train import pt2v_quickstart
 
         return pt2v_quickstart.run(cfg)
+    if cfg.task == "edit":
+        from mg_train import edit_quickstart
+
+        return edit_quickstart.run(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     timer = _Timer()

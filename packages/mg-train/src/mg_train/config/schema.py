@@ -711,10 +711,11 @@ class BacktranslateConfig:
 @dataclass
 class QuickstartConfig:
     output_dir: str = opt("runs/quickstart", "everything the quickstart writes goes here")
-    task: Literal["t2v", "pt2v"] = opt(
+    task: Literal["t2v", "pt2v", "edit"] = opt(
         "t2v",
         "t2v: text-to-video; pt2v: personalised video (a T2V model, then PT2V stages 1 and 3 on references, "
-        "checked on held-out subjects against the T2V model)",
+        "checked on held-out subjects against the T2V model); edit: Movie Gen Edit (a T2V model, then edit "
+        "stages I-III, each checked on held-out clips)",
     )
     num_clips: int = opt(240, "synthetic training+validation clips")
     size: int = opt(64, "clip height and width")
@@ -779,3 +780,15 @@ class QuickstartConfig:
         3e-3, "pt2v: peak learning rate of stage 1 (stage 3: a thirtieth of it, so the tower is only nudged)"
     )
     pt2v_seeds: int = opt(3, "pt2v: samples per held-out subject and direction")
+    edit_images: int = opt(480, "edit: image-edit pairs of stage I (one frame each)")
+    edit_animated: int = opt(
+        240, "edit: animated-frame pairs of stage II (an image pair under one camera motion)"
+    )
+    edit_videos: int = opt(
+        240,
+        "edit: video edits rendered from the same world; a tenth is the held-out test set (every task), the "
+        "training ones' marks are stage II's instruction-guided segmentation",
+    )
+    edit_backtranslations: int = opt(96, "edit: T2V training clips the stage-II model edits for stage III")
+    edit_steps: list[int] = opt([600, 600, 300], "edit: steps of stages I, II and III")
+    edit_lr: float = opt(3e-3, "edit: peak learning rate of stages I and II (stage III: a third of it)")
