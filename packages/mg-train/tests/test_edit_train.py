@@ -161,7 +161,7 @@ def test_bad_edit_settings_are_named_before_training(data, t2v_run, tmp_path):
 
 
 def test_the_bundled_edit_stages_fit_their_layouts():
-    """Stage I from the T2V model on one-frame pairs with the four tasks; stage II from stage I on the T2V
+    """Stage I from the T2V model on one-frame pairs alternating with T2V clips, with the four tasks; stage II from stage I on the T2V
     config's clips, keeping stage I's tasks; stage III from stage II on backtranslated pairs; every bucket fits
     the model and the layout of the T2V config."""
     from mg_train.config.loader import bundled_configs, load_config
@@ -182,7 +182,9 @@ def test_the_bundled_edit_stages_fit_their_layouts():
         t2v = load_config(TransformerTrainConfig, f"transformer/stage3_t2iv_768px_{size}")
         assert one.model.init_from == t2v.train.output_dir and one.editing.tasks == TASKS
         assert two.model.init_from == one.train.output_dir and two.editing.tasks == []
-        assert (one.data.frames, two.data.frames) == (1, t2v.data.frames)
+        # stage I: the T2V buckets (image-edit pairs in image buckets, T2V clips in video buckets), alternating
+        assert (one.data.frames, two.data.frames) == (t2v.data.frames, t2v.data.frames)
+        assert one.data.image_ratio == 0.5 and two.data.image_ratio == t2v.data.image_ratio
         dims = REAL_TEXT_DIMS if size != "tiny" else {"ul2": 64, "byt5": 48, "metaclip": 32}
         for name, cfg in zip(names, (one, two, three), strict=True):
             assert cfg.parallel == t2v.parallel
