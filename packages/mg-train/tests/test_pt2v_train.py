@@ -112,6 +112,28 @@ def test_stage3_starts_from_stage1_and_trains_the_vision_tower(data, stage1, tmp
     assert len(moved) > len(before) // 2, "stage 3 did not train the vision tower"
 
 
+def test_vision_lr_scale_moves_the_tower_by_that_share_of_the_step_and_the_rest_as_before(
+    data, stage1, tmp_path
+):
+    """One AdamW step moves each weight by lr x (its own bias-corrected ratio): with the same gradients, a tower
+    at 0.25 x the LR moves exactly a quarter as far, and the transformer exactly as far, as with no scale."""
+    steps = {}
+    for scale in (1.0, 0.25):
+        out = tmp_path / f"scale{scale}"
+        reference = {"columns": ["cross_reference"], "train_vision": True, "vision_lr_scale": scale}
+        run(pt2v_config(data, out, stage1, reference=reference, train={"steps": 1}))
+        steps[scale] = {
+            part: {k: v - weights(stage1 / "pt2v" / part)[k] for k, v in weights(out / "pt2v" / part).items()}
+            for part in ("vision", "transformer")
+        }
+    tower = steps[1.0]["vision"]
+    assert max(np.abs(d).max() for d in tower.values()) > 1e-4  # the tower did move (1e-7: float32 rounding)
+    for key, delta in tower.items():
+        np.testing.assert_allclose(steps[0.25]["vision"][key], 0.25 * delta, rtol=0, atol=1e-7, err_msg=key)
+    for key, delta in steps[1.0]["transformer"].items():
+        np.testing.assert_allclose(steps[0.25]["transformer"][key], delta, rtol=0, atol=1e-7, err_msg=key)
+
+
 def test_the_pipeline_samples_with_a_reference_and_is_t2v_without(data, stage1, t2v_run, tmp_path):
     pipe = MovieGenPipeline.from_pretrained(stage1, jit=False)
     assert pipe.takes_reference
@@ -167,6 +189,8 @@ def test_bad_reference_settings_are_named_before_training(data, t2v_run, tmp_pat
         run(pt2v_config(data, tmp_path / "b", t2v_run, reference={"vision": "tiny", "columns": ["face"]}))
     with pytest.raises(ConfigError, match=r"reference\.dropout"):
         run(pt2v_config(data, tmp_path / "c", t2v_run, reference={"vision": "tiny", "dropout": 1.5}))
+    with pytest.raises(ConfigError, match=r"reference\.vision_lr_scale"):
+        run(pt2v_config(data, tmp_path / "d", t2v_run, reference={"vision": "tiny", "vision_lr_scale": 0}))
     assert not (tmp_path / "a" / "checkpoints").exists()
     sample = ["sample", "--checkpoint", str(t2v_run), "--prompts", "x", "--reference"]
     assert main([*sample, str(tmp_path / "no.png")]) == 2

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -77,6 +77,7 @@ class TrainingTask(Protocol):
     model: nn.Cell
     loader: BatchLoader  # this rank's batches, endless, with a resumable position
     aux_names: Sequence[str]  # names of the loss's extra outputs, logged as global means
+    lr_scales: Mapping[str, float]  # parameter-name prefix -> share of the LR those parameters learn at
 
     def loss(self, *args: Any) -> Tensor | tuple[Tensor, ...]:
         """The objective for `inputs(...).args`; extra outputs after the first are logged as `aux_names`."""
@@ -154,7 +155,9 @@ def _train(task: TrainingTask, ctx: mp.ParallelContext, run_id: str | None) -> N
             )
     resume_from = resolve_resume(run.resume, manager, ctx)
 
-    zero, optimizer = build_optimizer(task.model, optim, ctx, zero_stage=task.zero_stage)
+    zero, optimizer = build_optimizer(
+        task.model, optim, ctx, zero_stage=task.zero_stage, lr_scales=task.lr_scales
+    )
     if resume_from is None:  # after every cut (TP, ZeRO-3): each rank writes only its own pieces
         task.initialize()
         zero.sync_shards_from_model()

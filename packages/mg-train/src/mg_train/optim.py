@@ -8,8 +8,9 @@ data parallel, and with one process its collectives are identities.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import mindspore as ms
 import numpy as np
@@ -20,6 +21,8 @@ from mg_train.config.schema import OptimConfig
 from mg_train.ema import EMA
 from mg_train.schedules import PlateauReducer, learning_rate
 
+NO_LR_SCALES: Mapping[str, float] = MappingProxyType({})  # every parameter at the scheduled LR
+
 # Parameters whose names contain one of these get no weight decay (norm gains, biases, embedding tables).
 NO_DECAY_MARKERS = ("norm", "bias", "embed", "table", "gamma", "beta")
 
@@ -28,14 +31,23 @@ class NonFiniteLossError(RuntimeError):
     """Too many consecutive steps had a NaN/inf loss or gradient; the run stops without saving those weights."""
 
 
-def decay_groups(params: Sequence[Parameter], weight_decay: float) -> list[dict]:
-    """AdamW parameter groups: weight decay for matrices, none for norms, biases and embedding tables."""
-    decay, no_decay = [], []
+def decay_groups(
+    params: Sequence[Parameter], weight_decay: float, lr_scales: Mapping[str, float] | None = None
+) -> list[dict]:
+    """AdamW parameter groups: weight decay for matrices, none for norms, biases and embedding tables; a
+    parameter whose name starts with a key of `lr_scales` learns at that share of the LR (e.g. PT2V's vision
+    tower, nudged while the transformer trains)."""
+    groups: dict[tuple[bool, float], list[Parameter]] = {}
     for p in params:
         name = p.name.lower()
-        (no_decay if p.ndim <= 1 or any(m in name for m in NO_DECAY_MARKERS) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+        decays = not (p.ndim <= 1 or any(m in name for m in NO_DECAY_MARKERS))
+        scale = next((float(s) for prefix, s in (lr_scales or {}).items() if p.name.startswith(prefix)), 1.0)
+        groups.setdefault((decays, scale), []).append(p)
+    order = sorted(groups, key=lambda key: (not key[0], key[1] != 1.0, key[1]))
+    return [
+        {"params": groups[key], "weight_decay": weight_decay if key[0] else 0.0, "lr_scale": key[1]}
+        for key in order
+    ]
 
 
 class AdamW(nn.Cell):
@@ -56,6 +68,7 @@ class AdamW(nn.Cell):
         params = [p for group in groups for p in group["params"]]
         self.parameters = ParameterTuple(params)
         self.weight_decays = tuple(float(g["weight_decay"]) for g in groups for _ in g["params"])
+        self.lr_scales = tuple(float(g.get("lr_scale", 1.0)) for g in groups for _ in g["params"])
         self.exp_avg = ParameterTuple(
             [Parameter(_zeros_like(p), name=f"exp_avg.{p.name}", requires_grad=False) for p in params]
         )
@@ -74,8 +87,9 @@ class AdamW(nn.Cell):
         lr = self.lr * math.sqrt(bc2) / bc1
         eps = self.eps * math.sqrt(bc2)
         for i, (param, grad) in enumerate(zip(self.parameters, grads, strict=True)):
-            decay = self.weight_decays[i] * self.lr / lr if lr > 0 else 0.0
-            self.update(param, self.exp_avg[i], self.exp_avg_sq[i], lr, beta1, beta2, eps, decay, grad)
+            decay = self.weight_decays[i] * self.lr / lr if lr > 0 else 0.0  # the same for any lr_scale
+            scaled = lr * self.lr_scales[i]
+            self.update(param, self.exp_avg[i], self.exp_avg_sq[i], scaled, beta1, beta2, eps, decay, grad)
         return True
 
 
@@ -84,13 +98,18 @@ def _zeros_like(param: Parameter) -> Tensor:
 
 
 def build_optimizer(
-    network: nn.Cell, cfg: OptimConfig, ctx: mp.ParallelContext, zero_stage: int = 0
+    network: nn.Cell,
+    cfg: OptimConfig,
+    ctx: mp.ParallelContext,
+    zero_stage: int = 0,
+    lr_scales: Mapping[str, float] | None = None,
 ) -> tuple[mp.ZeroOptimizer, AdamW]:
-    """AdamW (with bias correction) over `network`'s trainable parameters, wrapped for data parallel / ZeRO."""
+    """AdamW (with bias correction) over `network`'s trainable parameters, wrapped for data parallel / ZeRO;
+    `lr_scales`: parameter-name prefix -> share of the LR (see `decay_groups`)."""
     built: dict[str, AdamW] = {}
 
     def make(params: list[Parameter]) -> AdamW:
-        groups = decay_groups(params, cfg.weight_decay)
+        groups = decay_groups(params, cfg.weight_decay, lr_scales)
         built["optimizer"] = AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
         return built["optimizer"]
 

@@ -80,6 +80,7 @@ class PT2VTask(TransformerTask):
         self.source = personalized_source(cfg)
         self.vision = vision_encoder(cfg)
         self.vision.set_train(cfg.reference.train_vision)
+        self.lr_scales = {"vision.": cfg.reference.vision_lr_scale}  # frozen towers have no optimizer entry
         super().__init__(cfg, ctx)
         # full values before any cut (ZeRO-3 shards trained parameters once the optimizer is built)
         self.own_initial = {f"vision.{n}": p.asnumpy() for n, p in self.vision.parameters_and_names()}
@@ -141,7 +142,9 @@ class PT2VTask(TransformerTask):
 
     def describe(self) -> list[str]:
         vision = self.vision.config
-        state = "trained" if self.config.reference.train_vision else "frozen"
+        reference = self.config.reference
+        scale = f" at {reference.vision_lr_scale:g} x the LR" if reference.vision_lr_scale != 1 else ""
+        state = f"trained{scale}" if reference.train_vision else "frozen"
         origin = self.config.reference.vision or f"{self.source / VISION_DIR}"
         return [
             *super().describe(),

@@ -45,6 +45,7 @@ from mg_train.config.schema import DataConfig, TAEModelConfig, TAETrainConfig
 from mg_train.draws import rank_slice, step_rng
 from mg_train.engine import StepInputs
 from mg_train.loader import BatchLoader
+from mg_train.optim import NO_LR_SCALES
 from mg_train.runtime import apply_precision, resolve_precision
 from mg_train.train_state import full_weights
 
@@ -333,6 +334,7 @@ class TAETask:
 
     name = "tae-train"
     aux_names = ("l1", "kl")
+    lr_scales = NO_LR_SCALES
     zero_stage = 0
 
     def __init__(self, cfg: TAETrainConfig, ctx: mp.ParallelContext):

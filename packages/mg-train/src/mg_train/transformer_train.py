@@ -42,6 +42,7 @@ from mg_train.draws import rank_slice, step_rng
 from mg_train.engine import StepInputs
 from mg_train.export import MODEL_FILES, write_model_files
 from mg_train.loader import BatchLoader
+from mg_train.optim import NO_LR_SCALES
 from mg_train.parallel_plan import check_layout, parallelize_transformer
 from mg_train.pipeline import PipelineInfo, write_pipeline_folder
 from mg_train.runtime import apply_precision, resolve_precision
@@ -482,6 +483,7 @@ class TransformerTask:
 
     name = "train"
     aux_names = ()
+    lr_scales = NO_LR_SCALES
 
     def __init__(self, cfg: TransformerTrainConfig, ctx: mp.ParallelContext):
         self.config, self.run, self.optim, self.ctx = cfg, cfg.train, cfg.optim, ctx

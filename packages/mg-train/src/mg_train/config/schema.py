@@ -393,6 +393,10 @@ class ReferenceConfig:
         "manifest columns holding the reference images, one picked per sample (PT2V stage 3: cross_reference)",
     )
     train_vision: bool = opt(False, "train the vision encoder too (PT2V stage 3); stages 1-2 keep it frozen")
+    vision_lr_scale: float = opt(
+        1.0,
+        "with train_vision: the vision encoder's LR as a share of optim.lr (e.g. 0.1: nudged, not retrained)",
+    )
     dropout: float = opt(
         0.1, "probability of training a sample without its reference (kept a T2V model; CFG drops it)"
     )
@@ -400,6 +404,7 @@ class ReferenceConfig:
 
     def check(self) -> None:
         need(0.0 <= self.dropout <= 1.0, "reference.dropout", self.dropout, "must be in [0, 1]")
+        need(self.vision_lr_scale > 0, "reference.vision_lr_scale", self.vision_lr_scale, "must be > 0")
         need(bool(self.columns), "reference.columns", self.columns, "name at least one manifest column")
 
 
