@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
@@ -36,3 +38,19 @@ def lpips_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("lpips") / "lpips.safetensors"
     save_file(weights, str(path))
     return path, weights
+
+
+@pytest.fixture
+def run_readme_block():
+    """run(starting, cwd): the one block of mg-train's README whose first command starts with `starting`, run as
+    written in `cwd` (mg_testing.readme: each command must succeed)."""
+    from mg_testing.readme import run_block, shell_blocks
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+
+    def run(starting: str, cwd: Path):
+        found = [b for b in shell_blocks(readme) if b.commands and b.commands[0].startswith(starting)]
+        assert len(found) == 1, f"expected one block starting with {starting!r} in {readme}"
+        return run_block(found[0], cwd)
+
+    return run

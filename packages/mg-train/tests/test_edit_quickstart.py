@@ -5,7 +5,6 @@ README's toy block runs every stage and reports what its edited videos show."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,15 +63,11 @@ def test_the_unedited_region_excludes_the_edit_and_sees_damage_outside_it(clips)
     )
 
 
-def test_the_readme_edit_commands_run_every_stage_and_report_what_the_edits_show(tmp_path):
+def test_the_readme_edit_commands_run_every_stage_and_report_what_the_edits_show(tmp_path, run_readme_block):
     """The README's toy Edit block as written: nine stages, stage I's manifest alternates image-edit pairs with
     T2V clips (task none, black input), per-stage figures recounted from the per-video read-backs, and an edit
     with the final pipeline."""
-    from mg_testing.readme import run_block, shell_blocks
-
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    (block,) = [b for b in shell_blocks(readme) if b.commands[0].startswith("mg-train quickstart task=edit")]
-    run_block(block, tmp_path)
+    run_readme_block("mg-train quickstart task=edit", tmp_path)
     out = tmp_path / "runs/edit_toy"
     report = json.loads((out / "report.json").read_text())
     assert [name.split(" ", 1)[0] for name in report["seconds"]] == [f"{i}/9" for i in range(1, 10)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,15 +215,12 @@ def test_the_size_rule_follows_the_models_configs(tmp_path):
 PT2V_TOY = [*TOY, "num_clips=24", "task=pt2v", "pt2v_steps=2", "pt2v_cross_steps=2", "pt2v_seeds=1"]
 
 
-def test_the_readme_pt2v_commands_run_every_stage_and_report_what_the_videos_show(tmp_path):
+def test_the_readme_pt2v_commands_run_every_stage_and_report_what_the_videos_show(tmp_path, run_readme_block):
     """The README's toy PT2V block as written: every stage, a report whose figures are what its videos show (the
     test recounts them from the per-video read-backs), both pipelines, and sampling with a reference."""
-    from mg_testing.readme import run_block, shell_blocks
     from mg_train import pt2v_quickstart
 
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    (block,) = [b for b in shell_blocks(readme) if b.commands[0].startswith("mg-train quickstart task=pt2v")]
-    run_block(block, tmp_path)
+    run_readme_block("mg-train quickstart task=pt2v", tmp_path)
     out = tmp_path / "runs/pt2v_toy"
     report = json.loads((out / "report.json").read_text())
     assert [name.split(" ", 1)[0] for name in report["seconds"]] == [f"{i}/7" for i in range(1, 8)]

@@ -17,7 +17,6 @@ follows the reference.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 from pathlib import Path
 from typing import Any
@@ -147,12 +146,9 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
         }
 
     results = timer.run("7/7 sample held-out subjects with PT2V and T2V", evaluate)
-    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     report = {
         "task": "pt2v",
-        "seconds": timer.stages,
-        "total_seconds": timer.total,
-        "peak_rss_gib": round(peak / 2**20, 2),
+        **timer.summary(),
         "holdout_subjects": list(cfg.holdout_subjects),
         "pt2v": results["pt2v"],
         "pt2v_stage1": results["pt2v_stage1"],

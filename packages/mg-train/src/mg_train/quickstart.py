@@ -80,6 +80,13 @@ class _Timer:
     def total(self) -> float:
         return round(time.perf_counter() - self.t0, 1)
 
+    def summary(self) -> dict[str, Any]:
+        """A report's first fields: the stage times, the total and the peak memory of this process or a child."""
+        peak = max(
+            resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        )
+        return {"seconds": self.stages, "total_seconds": self.total, "peak_rss_gib": round(peak / 2**20, 2)}
+
 
 # The quickstart's TAE: the tiny preset with mg-tae's pixel shortcut.
 QUICKSTART_TAE = {"pixel_shortcut": True}
@@ -378,12 +385,8 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
     bundle_text_encoders(pipeline)
 
     samples = timer.run("6/6 sample held-out captions", lambda: _sample_and_check(cfg, data, pipeline, out))
-    rusage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     report = {
-        "seconds": timer.stages,
-        "total_seconds": timer.total,
-        "peak_rss_gib": round(max(rusage, children), 2),
+        **timer.summary(),
         "tae": {
             "psnr": tae_metrics["psnr"],
             "ssim": tae_metrics["ssim"],
