@@ -24,6 +24,16 @@ def test_lines_every_n_steps_and_jsonl_for_every_step(tmp_path):
     assert records[3]["loss"] == 0.25
 
 
+def test_steps_advancing_by_batches_still_print_a_line_per_every_steps():
+    """cache-latents advances by batches of varying size (1, then 4s): a line whenever a multiple of `every`
+    was passed, not only when one is hit exactly."""
+    out = io.StringIO()
+    progress = Progress(total=21, desc="cache", every=5, stream=out)
+    for step in (1, *range(5, 22, 4)):  # 1, 5, 9, 13, 17, 21
+        progress.update(step)
+    assert [line.split()[1] for line in out.getvalue().splitlines()] == ["5/21", "13/21", "17/21", "21/21"]
+
+
 def test_format_duration():
     assert format_duration(59.6) == "01:00"
     assert format_duration(3725) == "1:02:05"

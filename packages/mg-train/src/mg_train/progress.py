@@ -22,8 +22,8 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """Report `update(step, **metrics)` calls as a progress line and append them to a JSONL file.
 
-    On a terminal the line is redrawn in place; otherwise (CI logs, pipes) a line is printed every `every` steps
-    and at the end, so logs stay readable.
+    On a terminal the line is redrawn in place; otherwise (CI logs, pipes) a line is printed whenever the step
+    passes a multiple of `every` (steps may advance by a batch at a time) and at the end, so logs stay readable.
     """
 
     def __init__(
@@ -41,6 +41,7 @@ class Progress:
         self.jsonl = open(jsonl_path, "a") if jsonl_path else None  # noqa: SIM115 (closed in close())
         self.t0 = time.perf_counter()
         self.step = start
+        self.shown = start // self.every  # lines go out when a step passes the next multiple of `every`
 
     def update(self, step: int, **metrics: Any) -> None:
         self.step = step
@@ -59,7 +60,8 @@ class Progress:
                 record["nonfinite"] = bad
             self.jsonl.write(json.dumps(record, allow_nan=False) + "\n")
             self.jsonl.flush()
-        if self.interactive or step % self.every == 0 or step >= self.total:
+        if self.interactive or step // self.every > self.shown or step >= self.total:
+            self.shown = step // self.every
             eta = (self.total - step) / rate if rate > 0 else math.inf
             shown = " ".join(f"{k}={_short(v)}" for k, v in metrics.items())
             line = (
