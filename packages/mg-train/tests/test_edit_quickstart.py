@@ -94,7 +94,7 @@ def test_the_readme_edit_commands_run_every_stage_and_report_what_the_edits_show
     assert "| stage III (backtranslation) |" in (out / "report.md").read_text()
     backtranslated = load_manifest(out / "data" / "stage3.csv").rows
     assert sum(r.video.startswith("backtranslated/") for r in backtranslated) == 2
-    assert read_video(tmp_path / "edited_toy.mp4").shape == (16, 32, 32, 3)
+    assert read_video(tmp_path / "edited_toy.mp4").shape == (8, 32, 32, 3)
 
 
 @pytest.mark.parametrize(

@@ -228,6 +228,9 @@ def test_backtranslation_writes_the_reversed_pairs(stage1, tmp_path):
         )  # fmt: skip
         error, wrong = np.abs(edited - same).mean(), np.abs(edited - other).mean()
         assert error < 0.5 * wrong, (index, error, wrong)  # the model's edit for that seed (H.264 aside)
-    assert len(load_manifest(out / "all.csv").rows) == 4
+    media = {r.video: r.caption for r in load_manifest(out / "all.csv").rows}
+    assert len(media) == 4  # a text cache of all.csv holds the caption each training row reads for its file
+    assert all(media[row.video] == row.caption for row in rows)
+    assert all(media[row.extra["source"]] == row.extra["forward_instruction"] for row in rows)
     with pytest.raises(ConfigError, match=r"\['remove'\] cannot be reversed"):
         backtranslate.run(load_config(BacktranslateConfig, None, [*overrides, "tasks=[remove]"]))

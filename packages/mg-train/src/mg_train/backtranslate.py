@@ -7,7 +7,8 @@ synthetic sets write them; an LLM writes them for real videos in the paper): rec
 blue" -> backward "make the blue circle red") and mark ("paint the circle magenta" -> backward "make the magenta
 circle red", a recolor). Output: `sources/N.mp4` (the model's edits), `targets/N.mp4` (the clips, copied),
 `train.csv` (video = target, source, caption = backward instruction, instruction, task, forward_instruction,
-forward_task) and `all.csv` (every file once, for the latent cache).
+forward_task) and `all.csv` (every file once, for the latent and text caches: a target with the backward
+instruction training reads for it, as mg-data's editing sets list theirs).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from mg_data import load_manifest, read_video, write_manifest, write_video
 from mg_data.atomic import write_text
 from mg_data.editing import MARK_COLOR
 from mg_data.manifest import ManifestRow
-from mg_data.synth import DEFAULT_COLORS, caption_for
+from mg_data.synth import DEFAULT_COLORS
 from mg_train.config.loader import ConfigError
 from mg_train.config.schema import BacktranslateConfig
 from mg_train.pipeline import MovieGenPipeline, RequestError
@@ -102,11 +103,9 @@ def run(cfg: BacktranslateConfig) -> Path:
                 },
             )
         )
-        media += [
+        media += [  # each file with the caption training reads for it (text caches are keyed by file)
             ManifestRow(video=source, caption=forward, num_frames=clip.shape[0], fps=fps),
-            ManifestRow(
-                video=target, caption=caption_for(color, shape, row.extra.get("direction") or None), fps=fps
-            ),
+            ManifestRow(video=target, caption=backward, num_frames=clip.shape[0], fps=fps),
         ]
         print(
             f"backtranslate {index + 1}/{len(rows)}: {forward!r} -> {backward!r}", file=sys.stderr, flush=True
