@@ -101,7 +101,8 @@ def test_the_readme_edit_commands_run_every_stage_and_report_what_the_edits_show
     ("override", "message"),
     [
         ("edit_steps=[1,2]", r"edit_steps=\[1, 2\]: give three step counts"),
-        ("edit_videos=5", "edit_videos=5: need at least 10"),
+        ("edit_animated=5", "edit_animated=5: need at least 10"),
+        ("edit_test=0", "edit_test=0: must be at least 1"),
         ("edit_lr=0", r"edit_lr=0(\.0)?: must be > 0"),
     ],
 )

@@ -1,9 +1,10 @@
 """`mg-train quickstart task=edit`: Movie Gen Edit end to end on 2 CPU cores, and the proof that it edits.
 
 1. data under `data/` (one root, so every file has its own cache key): the quickstart's T2V clips (`t2v/`),
-   mg-data's image-edit pairs (`image/`, stage I), animated-frame pairs (`animated/`, stage II), video edits
-   rendered from the same world (`video/`: the training clips' marks are stage II's instruction-guided
-   segmentation, the held-out tenth of every task is the test set) and a black clip (T2V mode's input);
+   mg-data's image-edit pairs (`image/`, stage I), animated-frame pairs (`animated/`, stage II; a tenth
+   validates the stages), moving-shape marks (`marks/`: stage II's instruction-guided segmentation), the test set
+   (`test/`: video edits of every task rendered with their ground truth, never trained on; every set has its own
+   seed) and a black clip (T2V mode's input);
 2. the quickstart's TAE, text encoders and caches on all of it, and its T2V transformer;
 3. stage I from the T2V model: image-edit pairs alternating with T2V batches (`data.image_ratio` 0.5; the T2V
    examples have task none and the black clip as input, so the model keeps its T2V mode);
@@ -52,21 +53,23 @@ TARGETS = {"applied": 0.8, "psnr_unedited_db": 25.0, "motion_kept": 0.9}
 
 
 def check_config(cfg: QuickstartConfig) -> None:
-    for key in ("edit_images", "edit_animated", "edit_videos", "edit_backtranslations"):
+    for key in ("edit_images", "edit_marks", "edit_test", "edit_backtranslations"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key}={getattr(cfg, key)}: must be at least 1")
-    if cfg.edit_videos < 10:
-        raise ConfigError(f"edit_videos={cfg.edit_videos}: need at least 10 (a tenth is the test set)")
+    if cfg.edit_animated < 10:
+        raise ConfigError(
+            f"edit_animated={cfg.edit_animated}: need at least 10 (a tenth validates the stages)"
+        )
     if len(cfg.edit_steps) != 3 or min(cfg.edit_steps) < 1:
         raise ConfigError(f"edit_steps={cfg.edit_steps}: give three step counts >= 1 (stages I, II, III)")
     if not cfg.edit_lr > 0:
         raise ConfigError(f"edit_lr={cfg.edit_lr}: must be > 0")
 
 
-def rebased(manifest: Path, prefix: str, keep=lambda row: True) -> tuple[list[ManifestRow], tuple[str, ...]]:
+def rebased(manifest: Path, prefix: str) -> tuple[list[ManifestRow], tuple[str, ...]]:
     """The rows of `manifest` with their video and source paths under `prefix/` (the shared data root)."""
     loaded = load_manifest(manifest)
-    rows = [row for row in loaded.rows if keep(row)]
+    rows = loaded.rows
     for row in rows:
         row.video = f"{prefix}/{row.video}"
         if row.extra.get("source"):
@@ -85,16 +88,27 @@ def write_union(path: Path, parts: list[tuple[list[ManifestRow], tuple[str, ...]
 def make_data(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
     """Every set under `root` and the manifests of each stage (see the module docstring)."""
     t2v, t2v_tae = quickstart.make_data(cfg, root / "t2v")
-    common = dict(seed=cfg.seed, size=cfg.size, fps=cfg.fps, shape_size=cfg.shape_size)
-    common.update(texture_contrast=cfg.texture_contrast, travel=cfg.travel)
-    sets = {
-        "image": make_editing_dataset(root / "image", form="image", n=cfg.edit_images, **common),
+    common = dict(
+        size=cfg.size, fps=cfg.fps, shape_size=cfg.shape_size, texture_contrast=cfg.texture_contrast
+    )
+    common.update(travel=cfg.travel, val_fraction=0.0)
+    clips = dict(form="video", num_frames=cfg.frames, **common)
+    sets = {  # each with its own seed: no test world repeats a training one
+        "image": make_editing_dataset(
+            root / "image", form="image", n=cfg.edit_images, seed=cfg.seed, **common
+        ),
         "animated": make_editing_dataset(
-            root / "animated", form="animated", n=cfg.edit_animated, num_frames=cfg.frames, **common
+            root / "animated",
+            form="animated",
+            n=cfg.edit_animated,
+            num_frames=cfg.frames,
+            seed=cfg.seed + 1,
+            **{**common, "val_fraction": 0.1},
         ),
-        "video": make_editing_dataset(
-            root / "video", form="video", n=cfg.edit_videos, num_frames=cfg.frames, **common
+        "marks": make_editing_dataset(
+            root / "marks", n=cfg.edit_marks, tasks=("mark",), seed=cfg.seed + 2, **clips
         ),
+        "test": make_editing_dataset(root / "test", n=cfg.edit_test, seed=cfg.seed + 3, **clips),
     }
     write_video(root / BLACK, np.zeros((cfg.frames, cfg.size, cfg.size, 3), np.uint8), fps=cfg.fps)
     black = ManifestRow(
@@ -133,10 +147,11 @@ def make_data(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
             root / "stage2.csv",
             [
                 rebased(sets["animated"].train_manifest, "animated"),
-                rebased(sets["video"].train_manifest, "video", lambda row: row.extra["task"] == "mark"),
+                rebased(sets["marks"].train_manifest, "marks"),
             ],
         ),
-        "test": write_union(root / "test.csv", [rebased(sets["video"].val_manifest, "video")]),
+        "val": write_union(root / "val.csv", [rebased(sets["animated"].val_manifest, "animated")]),
+        "test": write_union(root / "test.csv", [rebased(sets["test"].train_manifest, "test")]),
         "t2v_train": write_union(root / "t2v_train.csv", [rebased(t2v.train_manifest, "t2v")]),
         "t2v_val": write_union(root / "t2v_val.csv", [rebased(t2v.val_manifest, "t2v")]),
     }
@@ -176,7 +191,7 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
 
     def edit_stage(manifest: Path, output: str, steps: int, init_from: Path, lr: float, image_ratio=None):
         """An edit run from `init_from` (the T2V model for stage I: the editing tasks are new there)."""
-        data_cfg = quickstart.quickstart_data(cfg, manifest, manifests["test"], cfg.transformer_batch_size)
+        data_cfg = quickstart.quickstart_data(cfg, manifest, manifests["val"], cfg.transformer_batch_size)
         if image_ratio is not None:
             data_cfg.image_ratio, data_cfg.image_batch_size = image_ratio, 2 * cfg.transformer_batch_size
         stage = run_config(data_cfg, output, steps)

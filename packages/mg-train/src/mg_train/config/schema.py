@@ -789,10 +789,12 @@ class QuickstartConfig:
     edit_animated: int = opt(
         240, "edit: animated-frame pairs of stage II (an image pair under one camera motion)"
     )
-    edit_videos: int = opt(
-        240,
-        "edit: video edits rendered from the same world; a tenth is the held-out test set (every task), the "
-        "training ones' marks are stage II's instruction-guided segmentation",
+    edit_marks: int = opt(
+        60,
+        "edit: stage II's instruction-guided segmentation: moving-shape clips with the named shape painted",
+    )
+    edit_test: int = opt(
+        24, "edit: held-out video edits of every task (rendered ground truth) that each stage is judged on"
     )
     edit_backtranslations: int = opt(96, "edit: T2V training clips the stage-II model edits for stage III")
     edit_steps: list[int] = opt([600, 600, 300], "edit: steps of stages I, II and III")
