@@ -796,6 +796,6 @@ class QuickstartConfig:
     edit_test: int = opt(
         24, "edit: held-out video edits of every task (rendered ground truth) that each stage is judged on"
     )
-    edit_backtranslations: int = opt(96, "edit: T2V training clips the stage-II model edits for stage III")
+    edit_backtranslations: int = opt(48, "edit: T2V training clips the stage-II model edits for stage III")
     edit_steps: list[int] = opt([600, 600, 300], "edit: steps of stages I, II and III")
     edit_lr: float = opt(3e-3, "edit: peak learning rate of stages I and II (stage III: a third of it)")
