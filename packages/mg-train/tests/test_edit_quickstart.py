@@ -41,6 +41,7 @@ def test_the_ground_truth_edit_passes_and_the_unchanged_input_fails(clips):
         unchanged = edit_quickstart.judge_edit(row, source, target, source)
         assert not unchanged["applied"], (task, unchanged)
         assert unchanged["psnr_unedited_db"] == float("inf")  # the input against itself
+        assert unchanged["texture_kept"] == (None if task == "background" else 1.0)
 
 
 def test_the_unedited_region_excludes_the_edit_and_sees_damage_outside_it(clips):
@@ -61,6 +62,28 @@ def test_the_unedited_region_excludes_the_edit_and_sees_damage_outside_it(clips)
         judged["psnr_unedited_db"]
         < edit_quickstart.judge_edit(row, source, target, target)["psnr_unedited_db"]
     )
+
+
+def test_texture_kept_is_the_share_of_the_inputs_texture_in_the_output(clips):
+    """1 for the input itself or the input plus noise (uncorrelated), the share of the contrast kept for a
+    contrast-reduced or blurred copy, 0 for a flat one; judge_edit reports it for the unedited region. (Two
+    H.264 encodings of the same faint texture score 0.4-1.0 against each other, so the ground-truth target is no
+    reference here.)"""
+    row, source, target = next(c for c in clips if c[0].extra["task"] == "remove")
+    mask = np.ones(source.shape[:3], bool)
+    rng = np.random.default_rng(0)
+    noisy = source + rng.normal(0, 20, source.shape)  # louder than the texture itself
+    assert edit_quickstart.texture_kept(noisy, source, mask) == pytest.approx(1.0, abs=0.1)
+    half = (source.astype(float) - source.mean()) * 0.5 + source.mean()  # the contrast halved
+    assert edit_quickstart.texture_kept(half, source, mask) == pytest.approx(0.5, abs=1e-6)
+    # a 5 x 5 box blur (edges repeated) keeps the colours and smooths the texture away
+    height, width = source.shape[1:3]
+    padded = np.pad(source.astype(float), ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
+    blurred = sum(padded[:, i : i + height, j : j + width] for i in range(5) for j in range(5)) / 25
+    assert edit_quickstart.texture_kept(blurred, source, mask) < 0.3
+    assert edit_quickstart.texture_kept(np.full_like(blurred, 128.0), source, mask) == 0.0
+    judged = edit_quickstart.judge_edit(row, source, target, np.rint(blurred).astype(np.uint8))
+    assert judged["texture_kept"] < 0.3
 
 
 def test_the_readme_edit_commands_run_every_stage_and_report_what_the_edits_show(tmp_path, run_readme_block):
