@@ -49,6 +49,12 @@ def test_the_unedited_region_excludes_the_edit_and_sees_damage_outside_it(clips)
     region = edit_quickstart.changed_region(source, target)
     changed = np.abs(source.astype(int) - target.astype(int)).max(-1) > edit_quickstart.CHANGE_LEVEL
     assert changed.any() and (region >= changed).all() and 0 < region.mean() < 0.5
+    # grown by exactly MARGIN pixels, without wrapping: a changed corner pixel marks only its own corner
+    corner = np.zeros_like(source)
+    corner[:, 0, 0] = 255
+    grown = edit_quickstart.changed_region(np.zeros_like(source), corner)
+    side = edit_quickstart.MARGIN + 1
+    assert grown[:, :side, :side].all() and grown.sum() == source.shape[0] * side * side
     # a copy of the target with a grey square painted where nothing was edited: PSNR falls to what that square costs
     damaged = target.copy()
     free = np.argwhere(~region.any(0))
