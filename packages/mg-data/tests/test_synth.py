@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from mg_data import VideoDataset, analyze_clip, load_manifest, make_synthetic_dataset, read_video
-from mg_data.synth import COLORS, ClipSpec, render_clip
+from mg_data.synth import BACKGROUNDS, COLORS, ClipSpec, _background, render_clip
 
 
 def test_manifests_split_and_ground_truth_columns(synth):
@@ -149,6 +150,21 @@ def test_shape_size_and_texture_contrast_change_the_pixels_as_asked(tmp_path):
 
         assert texture_spread(frames["flat"]) < 2.5 < 0.5 * texture_spread(frames["small"])  # shape rim only
         assert texture_spread(frames["big"]) < 0.45 * texture_spread(frames["small"])
+
+
+def test_one_seed_gives_one_look_for_every_background_kind():
+    """Brightness and colour cast come from the seed alone (a background edit changes only the pattern): with
+    the texture off every kind is the same flat colour, with it on the kinds differ and share that mean colour
+    within the texture's amplitude."""
+    for seed in range(5):
+        flat = [_background(k, 32, 32, np.random.default_rng(seed), 0.0) for k in BACKGROUNDS]
+        for image in flat[1:]:
+            np.testing.assert_array_equal(image, flat[0])
+        assert np.ptp(flat[0]) <= 0.08 + 1e-6  # one colour: the cast spans at most 2 x 0.04 over channels
+        textured = [_background(k, 32, 32, np.random.default_rng(seed)) for k in BACKGROUNDS]
+        for a, b in itertools.pairwise(textured):
+            assert np.abs(a - b).mean() > 0.01  # other patterns
+            assert np.abs(a.mean((0, 1)) - flat[0][0, 0]).max() <= 0.12  # about the same colour
 
 
 def test_full_travel_moves_shapes_from_edge_to_edge(tmp_path):

@@ -78,7 +78,13 @@ class ClipSpec:
 def _background(
     kind: str, height: int, width: int, rng: np.random.Generator, contrast_scale: float = 1.0
 ) -> np.ndarray:
-    """A muted (low saturation), mid-brightness texture as float32 (H, W, 3) in [0, 1]."""
+    """A muted (low saturation), mid-brightness texture as float32 (H, W, 3) in [0, 1].
+
+    Its look (brightness, colour cast, contrast) is drawn before the pattern, so one seed gives the same look for
+    every `kind`: a background edit ("change the background to checker") changes the pattern and nothing else."""
+    base = rng.uniform(0.35, 0.6)
+    tint = rng.uniform(-0.04, 0.04, size=3)  # a faint colour cast keeps saturation well below the shapes'
+    contrast = rng.uniform(0.06, 0.12) * contrast_scale
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     if kind == "stripes":
         angle = rng.uniform(0, np.pi)
@@ -98,9 +104,6 @@ def _background(
         pattern /= max(1e-6, float(np.abs(pattern).max()))
     else:
         raise ValueError(f"background must be one of {BACKGROUNDS}, got {kind!r}")
-    base = rng.uniform(0.35, 0.6)
-    tint = rng.uniform(-0.04, 0.04, size=3)  # a faint colour cast keeps saturation well below the shapes'
-    contrast = rng.uniform(0.06, 0.12) * contrast_scale
     return np.clip(base + tint[None, None, :] + contrast * pattern[..., None], 0.0, 1.0).astype(np.float32)
 
 
