@@ -9,8 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from mg_data import load_manifest, read_video
+from mg_data import analyze_clip, load_manifest, read_video
 from mg_data.editing import EDIT_TASKS, make_editing_dataset
+from mg_data.synth import COLORS
 from mg_train import edit_quickstart
 from mg_train.config.loader import ConfigError, load_config
 from mg_train.config.schema import QuickstartConfig
@@ -90,6 +91,42 @@ def test_texture_kept_is_the_share_of_the_inputs_texture_in_the_output(clips):
     assert edit_quickstart.texture_kept(np.full_like(blurred, 128.0), source, mask) == 0.0
     judged = edit_quickstart.judge_edit(row, source, target, np.rint(blurred).astype(np.uint8))
     assert judged["texture_kept"] < 0.3
+
+
+def test_a_background_edit_counts_only_where_the_named_pattern_shows(clips):
+    """pattern_kept is the share of a pattern's contrast the output carries (1 itself, 0.5 at half contrast, 0 flat,
+    at every scale: blobs too); a background edit is applied at PATTERN_SHOWN or more of the target's pattern,
+    so an output that is flat, or keeps the input's texture, fails even where its colour is right."""
+    edits = [c for c in clips if c[0].extra["task"] == "background"]
+    assert edits
+    for row, source, target in edits:
+        mask = edit_quickstart.background_region(source)
+        seen = analyze_clip(source, layout="THWC")
+        assert 0.5 < mask.mean() < 1 - seen.coverage  # all but the shape (and its rim)
+        shape = np.zeros(source.shape[:3], bool)  # the shape's pixels rendered without texture or H.264
+        for t in range(len(shape)):
+            shape[t] = np.abs(source[t].astype(int) - COLORS[row.extra["color"]]).max(-1) < 40
+        assert shape.sum() > 0.5 * seen.coverage * shape.size and not (mask & shape).any()
+        kept = ~edit_quickstart.edited_region(
+            "background", source, target
+        )  # PSNR unedited: the shape's inside
+        assert kept.any() and shape[kept].mean() > 0.95
+        luma = target.astype(float).mean(-1, keepdims=True)
+        frame_means = np.array([luma[t][mask[t]].mean() for t in range(len(luma))])[:, None, None, None]
+        half = target.astype(float) - 0.5 * (luma - frame_means)  # the pattern at half its contrast
+        flat = target.astype(float) - (luma - frame_means)  # the target's mean brightness, no pattern
+        assert edit_quickstart.pattern_kept(target, target, mask) == pytest.approx(1.0)
+        assert edit_quickstart.pattern_kept(half, target, mask) == pytest.approx(0.5, abs=1e-6)
+        assert edit_quickstart.pattern_kept(flat, target, mask) == pytest.approx(0.0, abs=1e-6)
+        assert abs(edit_quickstart.pattern_kept(source, target, mask)) < 0.5  # another texture
+        for output, applied in ((half, True), (flat, False), (source, False)):
+            judged = edit_quickstart.judge_edit(
+                row, source, target, np.rint(output).clip(0, 255).astype(np.uint8)
+            )
+            assert judged["applied"] is applied, (row.caption, judged)
+            assert judged["new_pattern"] == pytest.approx(
+                edit_quickstart.pattern_kept(np.rint(output).clip(0, 255), target, mask), abs=1e-3
+            )
 
 
 def test_the_readme_edit_commands_run_every_stage_and_report_what_the_edits_show(tmp_path, run_readme_block):
