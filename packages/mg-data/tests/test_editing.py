@@ -52,6 +52,38 @@ def test_every_task_changes_what_its_instruction_names_and_nothing_else(video_se
             assert changed.mean() > 0.3
 
 
+def test_a_background_edit_paints_the_named_kinds_canonical_pattern_in_the_sources_look(tmp_path):
+    """The instruction fixes the target: every edit to one kind shows the same pattern (however the sources'
+    backgrounds were drawn), in the source's own brightness; the source's pattern is gone."""
+    data = make_editing_dataset(
+        tmp_path / "bg", form="image", n=12, size=48, tasks=("background",), val_fraction=0.0, crf=0
+    )
+    rows = load_manifest(data.train_manifest).rows
+
+    def pattern(image, mask):  # luminance minus its mean where no shape is, 0 elsewhere
+        luma = image.astype(float).mean(-1)
+        return np.where(mask, luma - luma[mask].mean(), 0.0)
+
+    def correlation(a, b):
+        return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+    seen = {}
+    for row in rows:
+        source, target = (_frames(data.root, name)[0] for name in (row.extra["source"], row.video))
+        saturation = (source.max(-1) - source.min(-1).astype(float)) / np.maximum(source.max(-1), 1)
+        free = saturation < 0.3
+        free &= np.roll(free, 3, 0) & np.roll(free, -3, 0) & np.roll(free, 3, 1) & np.roll(free, -3, 1)
+        brightness = source.astype(float).mean(-1)[free].mean(), target.astype(float).mean(-1)[free].mean()
+        assert abs(brightness[0] - brightness[1]) < 12  # one look (the patterns' means differ a little)
+        assert abs(correlation(pattern(source, free), pattern(target, free))) < 0.6
+        seen.setdefault(row.extra["target_background"], []).append((target, free))
+    shared = [pairs for pairs in seen.values() if len(pairs) > 1]
+    assert shared  # 12 edits to 3 kinds
+    for (first, mask_a), (second, mask_b) in (pairs[:2] for pairs in shared):
+        both = mask_a & mask_b
+        assert correlation(pattern(first, both), pattern(second, both)) > 0.9
+
+
 def test_image_pairs_are_single_frames(tmp_path):
     data = make_editing_dataset(tmp_path / "img", form="image", n=8, size=32, tasks=("recolor", "remove"))
     for row in load_manifest(data.train_manifest).rows:

@@ -6,7 +6,9 @@ Every example is a pair (source, target) with an instruction, and the ground tru
 - mark: "paint the square magenta": the named object painted the mark colour (the paper's instruction-guided
   segmentation target);
 - remove: "remove the triangle": the target is the background alone, the same texture in every frame;
-- background: "change the background to checker": the same shape and motion over another texture.
+- background: "change the background to checker": the same shape and motion over the named texture's canonical
+  pattern (`mg_data.synth.CANONICAL_PATTERNS`: the instruction fixes the target) in the source's brightness and
+  colour cast.
 
 Three forms, one per stage of Movie Gen Edit's recipe:
 
@@ -90,7 +92,9 @@ def render_target(spec: ClipSpec, edit: Edit) -> np.ndarray:
         rng = np.random.default_rng(spec.background_seed)
         plain = np.rint(_background(spec.background, height, width, rng, spec.texture_contrast) * 255.0)
         return np.broadcast_to(plain.astype(np.uint8), (spec.num_frames, height, width, 3)).copy()
-    return render_clip(dataclasses.replace(spec, color=edit.target_color, background=edit.target_background))
+    if edit.task == "background":  # the named kind's canonical pattern: the instruction fixes the target
+        spec = dataclasses.replace(spec, background=edit.target_background, canonical_background=True)
+    return render_clip(dataclasses.replace(spec, color=edit.target_color))
 
 
 def camera_path(

@@ -69,41 +69,79 @@ class ClipSpec:
     background: str
     background_seed: int
     texture_contrast: float = 1.0  # multiplies the background texture's drawn contrast (0: flat)
+    canonical_background: bool = (
+        False  # the kind's canonical pattern (a background edit's target), not a drawn one
+    )
 
     @property
     def caption(self) -> str:
         return caption_for(self.color, self.shape, self.direction)
 
 
+# What "change the background to <kind>" paints: one pattern per kind (scale, orientation and phase as fractions of
+# the shorter side), so the instruction fixes the target; the clips' own backgrounds draw theirs at random.
+CANONICAL_PATTERNS = {
+    "stripes": {"angle": np.pi / 4, "period": 0.3, "phase": 0.0},
+    "checker": {"cell": 0.25, "offset": (0.0, 0.0)},
+    "blobs": {
+        "waves": ((1.0, 1.5, 0.0, 1.0), (2.0, 0.75, 2.0, 0.5), (0.75, 2.0, 1.0, 3.0), (1.5, 1.25, 4.0, 2.0))
+    },
+}
+
+
+def _pattern_params(kind: str, rng: np.random.Generator | None) -> dict:
+    """The pattern's parameters: drawn from `rng`, or the kind's canonical ones when `rng` is None."""
+    if kind not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {BACKGROUNDS}, got {kind!r}")
+    if rng is None:
+        return CANONICAL_PATTERNS[kind]
+    if kind == "stripes":
+        return {
+            "angle": rng.uniform(0, np.pi),
+            "period": rng.uniform(0.15, 0.35),
+            "phase": rng.uniform(0, 2 * np.pi),
+        }
+    if kind == "checker":
+        cell = rng.uniform(0.12, 0.25)
+        return {"cell": cell, "offset": tuple(rng.uniform(0, cell, size=2))}
+    # blobs: four products of sines, 0.5-2.5 periods across the frame (fx, fy) with phases (px, py)
+    return {
+        "waves": tuple((*rng.uniform(0.5, 2.5, size=2), *rng.uniform(0, 2 * np.pi, size=2)) for _ in range(4))
+    }
+
+
 def _background(
-    kind: str, height: int, width: int, rng: np.random.Generator, contrast_scale: float = 1.0
+    kind: str,
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    contrast_scale: float = 1.0,
+    canonical: bool = False,
 ) -> np.ndarray:
     """A muted (low saturation), mid-brightness texture as float32 (H, W, 3) in [0, 1].
 
     Its look (brightness, colour cast, contrast) is drawn before the pattern, so one seed gives the same look for
-    every `kind`: a background edit ("change the background to checker") changes the pattern and nothing else."""
+    every `kind`: a background edit ("change the background to checker") changes the pattern and nothing else.
+    `canonical`: the kind's pattern from CANONICAL_PATTERNS (a background edit's target) instead of a random one."""
     base = rng.uniform(0.35, 0.6)
     tint = rng.uniform(-0.04, 0.04, size=3)  # a faint colour cast keeps saturation well below the shapes'
     contrast = rng.uniform(0.06, 0.12) * contrast_scale
+    params = _pattern_params(kind, None if canonical else rng)
+    side = min(height, width)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     if kind == "stripes":
-        angle = rng.uniform(0, np.pi)
-        period = rng.uniform(0.15, 0.35) * min(height, width)
-        phase = rng.uniform(0, 2 * np.pi)
-        pattern = np.sin((x * np.cos(angle) + y * np.sin(angle)) * (2 * np.pi / period) + phase)
+        angle, period = params["angle"], params["period"] * side
+        along = x * np.cos(angle) + y * np.sin(angle)
+        pattern = np.sin(along * (2 * np.pi / period) + params["phase"])
     elif kind == "checker":
-        cell = rng.uniform(0.12, 0.25) * min(height, width)
-        ox, oy = rng.uniform(0, cell, size=2)
+        cell = params["cell"] * side
+        ox, oy = (o * side for o in params["offset"])
         pattern = np.where((np.floor((x + ox) / cell) + np.floor((y + oy) / cell)) % 2 == 0, 1.0, -1.0)
-    elif kind == "blobs":
-        pattern = np.zeros((height, width), np.float32)
-        for _ in range(4):
-            fx, fy = rng.uniform(0.5, 2.5, size=2) * 2 * np.pi
-            px, py = rng.uniform(0, 2 * np.pi, size=2)
-            pattern += np.sin(x / width * fx + px) * np.sin(y / height * fy + py)
-        pattern /= max(1e-6, float(np.abs(pattern).max()))
     else:
-        raise ValueError(f"background must be one of {BACKGROUNDS}, got {kind!r}")
+        pattern = np.zeros((height, width), np.float32)
+        for fx, fy, px, py in params["waves"]:
+            pattern += np.sin(x / width * fx * 2 * np.pi + px) * np.sin(y / height * fy * 2 * np.pi + py)
+        pattern /= max(1e-6, float(np.abs(pattern).max()))
     return np.clip(base + tint[None, None, :] + contrast * pattern[..., None], 0.0, 1.0).astype(np.float32)
 
 
@@ -132,7 +170,12 @@ def render_clip(spec: ClipSpec) -> np.ndarray:
     """The frames of a clip as `(T, H, W, 3)` uint8. Only a window around the shape is redrawn per frame."""
     height, width = spec.size
     background = _background(
-        spec.background, height, width, np.random.default_rng(spec.background_seed), spec.texture_contrast
+        spec.background,
+        height,
+        width,
+        np.random.default_rng(spec.background_seed),
+        spec.texture_contrast,
+        spec.canonical_background,
     )
     plain = np.rint(background * 255.0).astype(np.uint8)
     color = np.asarray(COLORS[spec.color], np.float32) / 255.0
