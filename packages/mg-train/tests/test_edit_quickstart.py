@@ -145,6 +145,8 @@ def test_the_readme_edit_commands_run_every_stage_and_report_what_the_edits_show
     assert t2v and all(r.extra["source"] == edit_quickstart.BLACK and r.extra["task"] == "" for r in t2v)
     assert not read_video(out / "data" / edit_quickstart.BLACK).any()
     assert (out / "edit_stage1_run" / "config.yaml").read_text().count("image_ratio: 0.5") == 1
+    for run in ("tae_run", "t2v_run", "edit_stage1_run", "edit_stage3_run"):  # jit=false reaches every run
+        assert "jit: false" in (out / run / "config.yaml").read_text(), run
     test = load_manifest(out / "data" / "test.csv").rows
     assert list(report["stages"]) == list(edit_quickstart.STAGES)
     for stage, figures in report["stages"].items():

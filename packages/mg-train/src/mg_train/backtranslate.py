@@ -55,7 +55,7 @@ def run(cfg: BacktranslateConfig) -> Path:
         raise ConfigError(
             f"manifest={cfg.manifest}: needs the ground-truth columns {missing} for its instructions"
         )
-    pipe = MovieGenPipeline.from_pretrained(cfg.checkpoint)
+    pipe = MovieGenPipeline.from_pretrained(cfg.checkpoint, jit=cfg.jit)
     if not pipe.takes_video:
         raise RequestError(f"checkpoint={cfg.checkpoint}: not a Movie Gen Edit pipeline (the stage-II model)")
     absent = [t for t in cfg.tasks if t not in pipe.editor.tasks]

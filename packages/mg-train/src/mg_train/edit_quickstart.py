@@ -224,6 +224,7 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
                 steps=cfg.sample_steps,
                 cfg_scale=cfg.cfg_scale,
                 seed=cfg.seed,
+                jit=cfg.jit,
             )
         )
         media = write_union(root / "backtranslated_all.csv", [rebased(folder / "all.csv", "backtranslated")])
@@ -388,7 +389,7 @@ def judge_edit(
 
 def edit_held_out(cfg: QuickstartConfig, test, pipeline: Path, out: Path) -> dict[str, Any]:
     """Every held-out clip edited as its instruction says (seed + i), judged by `judge_edit`."""
-    pipe = MovieGenPipeline.from_pretrained(pipeline)
+    pipe = MovieGenPipeline.from_pretrained(pipeline, jit=cfg.jit)
     results = []
     for i, row in enumerate(test.rows):
         source = read_media(test.root / row.extra["source"])

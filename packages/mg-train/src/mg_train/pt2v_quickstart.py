@@ -186,7 +186,7 @@ def sample_held_out(
     """`pt2v_seeds` videos per held-out clip's caption (with its cross-paired reference when `with_reference`),
     read back: colour and shape against the subject, direction against the caption."""
     rows = held_out_clips(cfg, data.val_manifest)
-    pipe = MovieGenPipeline.from_pretrained(pipeline)
+    pipe = MovieGenPipeline.from_pretrained(pipeline, jit=cfg.jit)
     jobs = [(row, k) for row in rows for k in range(cfg.pt2v_seeds)]
     results = []
     for start in range(0, len(jobs), BATCH):

@@ -250,6 +250,7 @@ def tae_config(cfg: QuickstartConfig, train: Path, val: Path, output_dir: Path) 
             val_every=0,
             save_every=max(cfg.tae_steps, 1),
             keep_last=1,
+            jit=cfg.jit,
         ),
     )
 
@@ -310,6 +311,7 @@ def transformer_config(
             val_batches=2,
             save_every=max(steps, 1),
             keep_last=1,
+            jit=cfg.jit,
         ),
     )
 
@@ -463,7 +465,7 @@ def _sample_and_check(cfg: QuickstartConfig, data, pipeline: Path, out: Path) ->
             captions.append(row.caption)
             wanted[row.caption] = (row.extra.get("color"), row.extra.get("direction"))
     captions = captions[: cfg.sample_prompts]
-    pipe = MovieGenPipeline.from_pretrained(pipeline)
+    pipe = MovieGenPipeline.from_pretrained(pipeline, jit=cfg.jit)
     videos = pipe.generate(captions, steps=cfg.sample_steps, cfg_scale=cfg.cfg_scale, seed=cfg.seed)
     stems = [f"{i:02d}-{slugify(c)}" for i, c in enumerate(captions)]
     paths = save_media(videos, out / "samples", stems, cfg.fps)

@@ -702,6 +702,7 @@ class BacktranslateConfig:
     steps: int = opt(30, "sampling steps of each edit")
     cfg_scale: float = opt(5.0, "guidance scale of each edit")
     seed: int = opt(0, "seed of the target colours and of the edits' noise (clip i: seed + i)")
+    jit: bool = opt(True, "compile the denoiser with mindspore.jit (false: eager, quicker for a clip or two)")
 
     def check(self) -> None:
         for key in ("checkpoint", "manifest", "output_dir"):
@@ -775,6 +776,11 @@ class QuickstartConfig:
     )
     sample_steps: int = opt(30, "sampling steps")
     cfg_scale: float = opt(5.0, "classifier-free guidance scale of the samples")
+    jit: bool = opt(
+        True,
+        "compile every training step and the samplers' denoiser with mindspore.jit (false: run eagerly, which is "
+        "quicker for toy runs of a few steps, where compiling costs more than it saves)",
+    )
     holdout_subjects: list[str] = opt(
         ["red:triangle", "blue:circle"],
         "pt2v: COLOR:SHAPE subjects seen only in validation (their references are new to the model)",
