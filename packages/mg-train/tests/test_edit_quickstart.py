@@ -145,6 +145,10 @@ def test_the_readme_edit_commands_run_every_stage_and_report_what_the_edits_show
     assert t2v and all(r.extra["source"] == edit_quickstart.BLACK and r.extra["task"] == "" for r in t2v)
     assert not read_video(out / "data" / edit_quickstart.BLACK).any()
     assert (out / "edit_stage1_run" / "config.yaml").read_text().count("image_ratio: 0.5") == 1
+    stage2 = load_manifest(out / "data" / "stage2.csv").rows  # animated pairs, 4 video marks, 4 backgrounds
+    assert [r.extra["task"] for r in stage2 if r.video.startswith("backgrounds/")] == ["background"] * 4
+    assert [r.extra["task"] for r in stage2 if r.video.startswith("marks/")] == ["mark"] * 4
+    assert all(r.extra["source"].endswith(".mp4") for r in stage2)
     for run in ("tae_run", "t2v_run", "edit_stage1_run", "edit_stage3_run"):  # jit=false reaches every run
         assert "jit: false" in (out / run / "config.yaml").read_text(), run
     test = load_manifest(out / "data" / "test.csv").rows
@@ -171,6 +175,7 @@ def test_the_readme_edit_commands_run_every_stage_and_report_what_the_edits_show
         ("edit_steps=[1,2]", r"edit_steps=\[1, 2\]: give three step counts"),
         ("edit_animated=5", "edit_animated=5: need at least 10"),
         ("edit_test=0", "edit_test=0: must be at least 1"),
+        ("edit_backgrounds=0", "edit_backgrounds=0: must be at least 1"),
         ("edit_lr=0", r"edit_lr=0(\.0)?: must be > 0"),
     ],
 )

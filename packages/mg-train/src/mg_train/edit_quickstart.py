@@ -2,13 +2,14 @@
 
 1. data under `data/` (one root, so every file has its own cache key): the quickstart's T2V clips (`t2v/`),
    mg-data's image-edit pairs (`image/`, stage I), animated-frame pairs (`animated/`, stage II; a tenth
-   validates the stages), moving-shape marks (`marks/`: stage II's instruction-guided segmentation), the test set
+   validates the stages), moving-shape marks (`marks/`: stage II's instruction-guided segmentation) and
+   background changes (`backgrounds/`), the test set
    (`test/`: video edits of every task rendered with their ground truth, never trained on; every set has its own
    seed) and a black clip (T2V mode's input);
 2. the quickstart's TAE, text encoders and caches on all of it, and its T2V transformer;
 3. stage I from the T2V model: image-edit pairs alternating with T2V batches (`data.image_ratio` 0.5; the T2V
    examples have task none and the black clip as input, so the model keeps its T2V mode);
-4. stage II from stage I: animated pairs and video marks;
+4. stage II from stage I: animated pairs, video marks and video background changes;
 5. backtranslation: the stage-II model edits T2V training clips (recolor, mark), written as reversed pairs, so
    stage III (from stage II, 1:1 with the stage-II mix so remove and background are not forgotten) denoises real
    clips conditioned on the model's own edits;
@@ -45,7 +46,11 @@ from mg_train.paths import METRICS, PIPELINE_DIR
 from mg_train.pipeline import MovieGenPipeline, save_media, slugify, to_uint8
 
 BLACK = "black.mp4"  # T2V mode's input video (mg-train's Edit pipelines use black for T2V too)
-STAGES = ("stage I (image pairs + T2V)", "stage II (animated + video marks)", "stage III (backtranslation)")
+STAGES = (
+    "stage I (image pairs + T2V)",
+    "stage II (animated + video marks, backgrounds)",
+    "stage III (backtranslation)",
+)
 CHANGE_LEVEL = 8  # uint8 difference where the ground-truth target differs from the source (crf-16 noise: ~2)
 MARGIN = 2  # pixels around a changed region that count as neither edited nor unedited (blur, chroma rim)
 PATTERN_SHOWN = 0.3  # a new background counts when the output carries at least this share of its pattern
@@ -55,7 +60,7 @@ TARGETS = {"applied": 0.8, "psnr_unedited_db": 25.0, "motion_kept": 0.9}
 
 
 def check_config(cfg: QuickstartConfig) -> None:
-    for key in ("edit_images", "edit_marks", "edit_test", "edit_backtranslations"):
+    for key in ("edit_images", "edit_marks", "edit_backgrounds", "edit_test", "edit_backtranslations"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key}={getattr(cfg, key)}: must be at least 1")
     if cfg.edit_animated < 10:
@@ -111,6 +116,9 @@ def make_data(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
             root / "marks", n=cfg.edit_marks, tasks=("mark",), seed=cfg.seed + 2, **clips
         ),
         "test": make_editing_dataset(root / "test", n=cfg.edit_test, seed=cfg.seed + 3, **clips),
+        "backgrounds": make_editing_dataset(
+            root / "backgrounds", n=cfg.edit_backgrounds, tasks=("background",), seed=cfg.seed + 4, **clips
+        ),
     }
     write_video(root / BLACK, np.zeros((cfg.frames, cfg.size, cfg.size, 3), np.uint8), fps=cfg.fps)
     black = ManifestRow(
@@ -150,6 +158,7 @@ def make_data(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
             [
                 rebased(sets["animated"].train_manifest, "animated"),
                 rebased(sets["marks"].train_manifest, "marks"),
+                rebased(sets["backgrounds"].train_manifest, "backgrounds"),
             ],
         ),
         "val": write_union(root / "val.csv", [rebased(sets["animated"].val_manifest, "animated")]),

@@ -799,9 +799,14 @@ class QuickstartConfig:
         60,
         "edit: stage II's instruction-guided segmentation: moving-shape clips with the named shape painted",
     )
+    edit_backgrounds: int = opt(
+        60,
+        "edit: stage II's moving-shape clips with the background changed as told (the hardest task: the whole "
+        "frame changes)",
+    )
     edit_test: int = opt(
         24, "edit: held-out video edits of every task (rendered ground truth) that each stage is judged on"
     )
     edit_backtranslations: int = opt(48, "edit: T2V training clips the stage-II model edits for stage III")
-    edit_steps: list[int] = opt([600, 600, 300], "edit: steps of stages I, II and III")
+    edit_steps: list[int] = opt([600, 2400, 300], "edit: steps of stages I, II and III")
     edit_lr: float = opt(3e-3, "edit: peak learning rate of stages I and II (stage III: a third of it)")
