@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -127,6 +128,12 @@ def train(task: TrainingTask, ctx: mp.ParallelContext) -> None:
     """
     run = task.run
     out = Path(run.output_dir)
+    if ctx.world_size > 1:  # maps msrun's "Worker process <pid> exit with exception" to a rank
+        print(
+            f"{task.name}: rank {ctx.rank_id} of {ctx.world_size} is pid {os.getpid()} on {socket.gethostname()}",
+            file=sys.stderr,
+            flush=True,
+        )
     folder = RunFolder(out)
     try:
         if ctx.rank_id == 0:
