@@ -246,6 +246,9 @@ def test_the_readme_pt2v_commands_run_every_stage_and_report_what_the_videos_sho
             assert report[model][f"{key}_accuracy"] == pytest.approx(share), (model, key)
     assert all(v["reference"].endswith("_cross.png") for v in report["pt2v"]["videos"])
     assert "| PT2V (cross-paired reference + caption) |" in (out / "report.md").read_text()
+    stage3 = yaml.safe_load((out / "pt2v_stage3_run" / "config.yaml").read_text())["reference"]
+    assert stage3["train_vision"] is True
+    assert stage3["vision_lr_scale"] == QuickstartConfig().pt2v_vision_lr_scale
     samples = json.loads((tmp_path / "samples_pt2v/samples.json").read_text())
     assert samples["reference"].endswith("000001_cross.png")
     assert read_video(tmp_path / "samples_pt2v" / samples["samples"][0]["file"]).shape == (8, 32, 32, 3)
@@ -260,6 +263,7 @@ def test_the_readme_pt2v_commands_run_every_stage_and_report_what_the_videos_sho
         ),
         ("holdout_subjects=[red]", r"holdout_subjects: 'red' is not COLOR:SHAPE"),
         ("pt2v_steps=0", "pt2v_steps=0: must be at least 1"),
+        ("pt2v_vision_lr_scale=0", r"pt2v_vision_lr_scale=0(\.0)?: must be > 0"),
     ],
 )
 def test_bad_pt2v_settings_fail_before_any_work(tmp_path, override, message):

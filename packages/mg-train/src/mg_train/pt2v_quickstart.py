@@ -51,8 +51,9 @@ def check_config(cfg: QuickstartConfig) -> None:
     for key in ("pt2v_steps", "pt2v_cross_steps", "pt2v_seeds"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key}={getattr(cfg, key)}: must be at least 1")
-    if not cfg.pt2v_lr > 0:
-        raise ConfigError(f"pt2v_lr={cfg.pt2v_lr}: must be > 0")
+    for key in ("pt2v_lr", "pt2v_vision_lr_scale"):
+        if not getattr(cfg, key) > 0:
+            raise ConfigError(f"{key}={getattr(cfg, key)}: must be > 0")
     subjects = subjects_of(cfg)
     if not subjects:
         raise ConfigError("holdout_subjects: name at least one COLOR:SHAPE subject to evaluate on")
@@ -126,7 +127,10 @@ def run(cfg: QuickstartConfig) -> dict[str, Any]:
     # paired and cross-paired references 1:1 (the paper's PT2V fine-tuning mix): on cross-paired ones alone stage 3
     # kept 88% of the held-out colours, with the mix 92% (stage 1: 100%)
     stage3.reference = ReferenceConfig(
-        columns=["reference", "cross_reference"], train_vision=True, seed=cfg.seed
+        columns=["reference", "cross_reference"],
+        train_vision=True,
+        vision_lr_scale=cfg.pt2v_vision_lr_scale,
+        seed=cfg.seed,
     )
     # stage 3 trains the tower too: at half the stage-1 LR it undid the colour (held-out colour 100% -> 25%);
     # at a thirtieth, 88% (tested 1e-4 and 3e-5: the same)

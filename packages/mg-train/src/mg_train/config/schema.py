@@ -790,7 +790,13 @@ class QuickstartConfig:
     pt2v_lr: float = opt(
         3e-3, "pt2v: peak learning rate of stage 1 (stage 3: a thirtieth of it, so the tower is only nudged)"
     )
-    pt2v_seeds: int = opt(3, "pt2v: samples per held-out subject and direction")
+    pt2v_vision_lr_scale: float = opt(
+        0.01,
+        "pt2v: the vision tower's share of stage 3's LR (the tiny random tower gains nothing from training here and "
+        "each update moves the colour features stage 1 learnt to read: held-out colour 83% at 1, 92% at 0.1, 96% "
+        "at 0.01)",
+    )
+    pt2v_seeds: int = opt(6, "pt2v: samples per held-out subject and direction")
     edit_images: int = opt(480, "edit: image-edit pairs of stage I (one frame each)")
     edit_animated: int = opt(
         240, "edit: animated-frame pairs of stage II (an image pair under one camera motion)"
