@@ -793,8 +793,8 @@ class QuickstartConfig:
     pt2v_vision_lr_scale: float = opt(
         0.01,
         "pt2v: the vision tower's share of stage 3's LR (the tiny random tower gains nothing from training here and "
-        "each update moves the colour features stage 1 learnt to read: held-out colour 83% at 1, 92% at 0.1, 96% "
-        "at 0.01)",
+        "each update moves the colour features stage 1 learnt to read: held-out colour 0.83 at 1, 0.92 at 0.1, "
+        "0.96 at 0.01)",
     )
     pt2v_seeds: int = opt(6, "pt2v: samples per held-out subject and direction")
     edit_images: int = opt(480, "edit: image-edit pairs of stage I (one frame each)")
