@@ -1,3 +1,3 @@
 """Version of the mg-transformer distribution (read by hatchling at build time)."""
 
-__version__ = "0.6.0"
+__version__ = "0.6.1"

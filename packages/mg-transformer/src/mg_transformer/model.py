@@ -19,6 +19,7 @@ from mindspore import Parameter, Tensor, mint, nn
 
 from mg_transformer.attention import make_attention_core
 from mg_transformer.config import TransformerConfig
+from mg_transformer.linear import Linear
 
 
 class RMSNorm(nn.Cell):
@@ -38,17 +39,17 @@ class RMSNorm(nn.Cell):
 class Attention(nn.Cell):
     """Multi-head attention (self, or cross when `context` is given) around a replaceable `core` cell.
 
-    Projections `to_q`, `to_k`, `to_v`, `to_out` are bias-free `mint.nn.Linear`s (tensor-parallel styles address
+    Projections `to_q`, `to_k`, `to_v`, `to_out` are bias-free `Linear`s (`mint.nn.Linear` subclasses; tensor-parallel styles address
     them by path). Heads are inferred from the projection width, so a column-sharded `to_q` works unchanged.
     """
 
     def __init__(self, hidden_size: int, num_heads: int, qk_norm: bool, eps: float, core: nn.Cell):
         super().__init__()
         self.head_dim = hidden_size // num_heads
-        self.to_q = mint.nn.Linear(hidden_size, hidden_size, bias=False)
-        self.to_k = mint.nn.Linear(hidden_size, hidden_size, bias=False)
-        self.to_v = mint.nn.Linear(hidden_size, hidden_size, bias=False)
-        self.to_out = mint.nn.Linear(hidden_size, hidden_size, bias=False)
+        self.to_q = Linear(hidden_size, hidden_size, bias=False)
+        self.to_k = Linear(hidden_size, hidden_size, bias=False)
+        self.to_v = Linear(hidden_size, hidden_size, bias=False)
+        self.to_out = Linear(hidden_size, hidden_size, bias=False)
         self.qk_norm = qk_norm
         self.norm_q = RMSNorm(self.head_dim, eps) if qk_norm else None
         self.norm_k = RMSNorm(self.head_dim, eps) if qk_norm else None
@@ -76,9 +77,9 @@ class FeedForward(nn.Cell):
 
     def __init__(self, hidden_size: int, ffn_size: int):
         super().__init__()
-        self.gate_proj = mint.nn.Linear(hidden_size, ffn_size, bias=False)
-        self.up_proj = mint.nn.Linear(hidden_size, ffn_size, bias=False)
-        self.down_proj = mint.nn.Linear(ffn_size, hidden_size, bias=False)
+        self.gate_proj = Linear(hidden_size, ffn_size, bias=False)
+        self.up_proj = Linear(hidden_size, ffn_size, bias=False)
+        self.down_proj = Linear(ffn_size, hidden_size, bias=False)
 
     def construct(self, x: Tensor) -> Tensor:
         return self.down_proj(mint.nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -132,8 +133,8 @@ class TimestepEmbedder(nn.Cell):
         self.scale = config.timestep_scale
         freqs = np.exp(-math.log(10000.0) * np.arange(half, dtype=np.float64) / half)
         self.freqs = Tensor(freqs.astype(np.float32)[None])
-        self.linear_1 = mint.nn.Linear(config.timestep_embed_dim, config.hidden_size, bias=False)
-        self.linear_2 = mint.nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.linear_1 = Linear(config.timestep_embed_dim, config.hidden_size, bias=False)
+        self.linear_2 = Linear(config.hidden_size, config.hidden_size, bias=False)
 
     def construct(self, t: Tensor) -> Tensor:
         args = (t.astype(ms.float32) * self.scale)[:, None] * self.freqs
@@ -146,7 +147,7 @@ class TextProjection(nn.Cell):
 
     def __init__(self, text_dim: int, hidden_size: int, eps: float):
         super().__init__()
-        self.linear = mint.nn.Linear(text_dim, hidden_size, bias=False)
+        self.linear = Linear(text_dim, hidden_size, bias=False)
         self.norm = RMSNorm(hidden_size, eps)
 
     def construct(self, emb: Tensor) -> Tensor:
@@ -191,13 +192,13 @@ class MovieGenTransformer(nn.Cell):
         self.pos_embed_every_layer = config.pos_embed_every_layer
         self.gradient_checkpointing = False
 
-        self.patch_embed = mint.nn.Linear(config.patch_features, hidden, bias=False)
+        self.patch_embed = Linear(config.patch_features, hidden, bias=False)
         max_t, max_h, max_w = config.pos_embed_max_size
         self.pos_embed_t = Parameter(Tensor(np.zeros((max_t, hidden), np.float32)), name="pos_embed_t")
         self.pos_embed_h = Parameter(Tensor(np.zeros((max_h, hidden), np.float32)), name="pos_embed_h")
         self.pos_embed_w = Parameter(Tensor(np.zeros((max_w, hidden), np.float32)), name="pos_embed_w")
         self.time_embed = TimestepEmbedder(config)
-        self.time_modulation = mint.nn.Linear(hidden, 6 * hidden, bias=False)
+        self.time_modulation = Linear(hidden, 6 * hidden, bias=False)
         self.text_projections = nn.CellList(
             [TextProjection(dim, hidden, config.norm_eps) for dim in config.text_dims.values()]
         )
@@ -207,7 +208,7 @@ class MovieGenTransformer(nn.Cell):
             Tensor(np.zeros((1, 2, hidden), np.float32)), name="final_scale_shift_table"
         )
         pt, ph, pw = config.patch_size
-        self.proj_out = mint.nn.Linear(hidden, config.out_channels * pt * ph * pw, bias=False)
+        self.proj_out = Linear(hidden, config.out_channels * pt * ph * pw, bias=False)
         if (
             init
         ):  # False: leave the values to the caller (e.g. `lazy()` + `initial_values`, one piece per rank)
