@@ -2,8 +2,8 @@
 
 One step is exactly what the training loop runs: the rectified-flow loss forward + backward over the model's
 parameters (`transformer_train.rectified_flow_losses` through `engine.compile_fn`, compiled or not) and the
-optimizer step (`optim.OptimizerStep`: reduce, global norm, non-finite check, clip, scheduled LR, AdamW; eager
-in both modes). Inputs are random, shaped like
+optimizer step (`optim.OptimizerStep`: reduce, global norm, non-finite check, clip, scheduled LR, AdamW; with
+`jit` the norm, the clip and the AdamW kernels run compiled, as `train.jit` has them). Inputs are random, shaped like
 the runs they stand for; text is three tiny-encoder embeddings (64, 48, 32 wide) of 64 tokens each.
 
     python packages/mg-train/benchmarks/bench_train_step.py [--repeats 5] [--only tiny,quickstart]
@@ -70,8 +70,8 @@ def build(overrides: dict, jit: bool):
     model = MovieGenTransformer(config)
     ctx = mp.init_parallel()
     cfg = OptimConfig(lr=1e-4, warmup_steps=10, grad_clip=1.0)
-    zero, optimizer = optim.build_optimizer(model, cfg, ctx)
-    stepper = optim.OptimizerStep(zero, optimizer, cfg, 1000, ctx)
+    zero, optimizer = optim.build_optimizer(model, cfg, ctx, jit=jit)
+    stepper = optim.OptimizerStep(zero, optimizer, cfg, 1000, ctx, jit=jit)
     null = (
         [np.zeros((TEXT_TOKENS, d), np.float32) for d in TEXT_DIMS.values()],
         [np.zeros(TEXT_TOKENS, np.float32) for _ in TEXT_DIMS],

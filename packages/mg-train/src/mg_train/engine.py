@@ -23,7 +23,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +37,7 @@ import mg_parallel as mp
 from mg_data.atomic import remove_dead_temporaries, write_text
 from mg_train import paths
 from mg_train.checkpoint import CheckpointManager
+from mg_train.compiled import compile_fn
 from mg_train.config.loader import to_dict
 from mg_train.config.schema import OptimConfig, RunConfig
 from mg_train.ema import EMA
@@ -106,19 +107,6 @@ class TrainingTask(Protocol):
         one tensor at a time (`train_state.full_weights`)."""
 
 
-def compile_fn(fn: Callable, jit: bool) -> Callable:
-    """`fn` compiled with `mindspore.jit` when `jit`; tuple arguments are passed as mutable (a tuple of tensors
-    is otherwise a compile-time constant, and every step would compile again)."""
-    if not jit:
-        return fn
-    compiled = ms.jit(fn)
-
-    def call(*args: Any) -> Any:
-        return compiled(*(ms.mutable(tuple(a)) if isinstance(a, (tuple, list)) else a for a in args))
-
-    return call
-
-
 def train(task: TrainingTask, ctx: mp.ParallelContext) -> None:
     """Run `task` to `task.run.steps` optimizer steps (resuming if asked), then export on rank 0.
 
@@ -163,13 +151,13 @@ def _train(task: TrainingTask, ctx: mp.ParallelContext, run_id: str | None) -> N
     resume_from = resolve_resume(run.resume, manager, ctx)
 
     zero, optimizer = build_optimizer(
-        task.model, optim, ctx, zero_stage=task.zero_stage, lr_scales=task.lr_scales
+        task.model, optim, ctx, zero_stage=task.zero_stage, lr_scales=task.lr_scales, jit=run.jit
     )
     if resume_from is None:  # after every cut (TP, ZeRO-3): each rank writes only its own pieces
         task.initialize()
         zero.sync_shards_from_model()
     ema = EMA(zero.params, optim.ema_decay, jit=run.jit) if optim.ema_decay else None
-    stepper = OptimizerStep(zero, optimizer, optim, run.steps, ctx, ema)
+    stepper = OptimizerStep(zero, optimizer, optim, run.steps, ctx, ema, jit=run.jit)
     grad_step = compile_fn(
         ms.value_and_grad(task.loss, None, zero.params, has_aux=bool(task.aux_names)), run.jit
     )

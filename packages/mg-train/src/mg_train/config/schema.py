@@ -120,7 +120,8 @@ class RunConfig:
     )
     jit: bool = opt(
         True,
-        "compile the forward+backward pass and the EMA update with mindspore.jit (faster on CPU and Ascend)",
+        "compile the forward+backward pass, the optimizer step (gradient norm, clipping, AdamW kernels) and the "
+        "EMA update with mindspore.jit (faster on CPU and Ascend)",
     )
     precision: Literal["auto", "fp32", "bf16"] = opt(
         "auto", "auto = bf16 on Ascend, fp32 elsewhere (bf16 matmul has no CPU kernel)"
