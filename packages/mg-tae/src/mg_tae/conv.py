@@ -1,16 +1,17 @@
 """Convolutions of the TAE on channels-last tensors, built on one large matmul per conv (the CPU fast path).
 
 MindSpore's CPU convolution picks a reference oneDNN kernel on AVX-512 machines (~0.5 GFLOP/s), and its strided
-copies are slow too. So every conv here is written as: a few cheap contiguous copies that build one flat
-"source" matrix of rows (pixels) by channels, then one matmul over K shifted row windows of it concatenated on
-channels (im2col by contiguous row slicing). Borders are handled by zero rows and columns laid into the source
+copies are slow too. So every conv here is written as: one row gather (or a few contiguous copies) that builds
+a flat "source" matrix of rows (pixels) by channels, then one matmul over K shifted row windows of it
+concatenated on channels (im2col by contiguous row slicing). Borders are handled by zero rows and columns laid into the source
 (each image row gets one zero pixel after it, each frame one zero row), so every tap is a plain row offset; the
 outputs at the padding positions are computed and dropped. Large convs run in row chunks to bound the im2col
 block.
 
 Speed rules measured on CPU (MindSpore 2.10): slicing one axis of a tensor of rank <= 3 is a fast copy, while
 slicing two axes or indexing a middle axis of a rank-4 tensor is 20-40x slower; so every slice here is written
-on a reshaped view with a single sliced axis. The stride-1 convs (3x3 and temporal) come as cells with a
+on a reshaped view with a single sliced axis, and layouts that would need two (padding, cropping, the stride-2
+parity split) are one `ops.gather` of whole rows with a constant index (10x faster than slicing to crop). The stride-1 convs (3x3 and temporal) come as cells with a
 hand-written backward (`Conv3x3Rows`, `TemporalConv3Rows`, see below); the stride-2 ones use autograd.
 
 Weights keep the standard layouts, (C_out, C_in, kh, kw) for spatial and (C_out, C_in, kt) for temporal convs, so
