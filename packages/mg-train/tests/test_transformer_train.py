@@ -186,12 +186,13 @@ def test_online_text_equals_the_text_cache(data, tmp_path):
 
 
 def test_jit_training_equals_eager(data, tmp_path):
-    """`train.jit` compiles forward+backward (and the validation forward): same weights and gradient norms as
-    eager, with clipping at work (norms above optim.grad_clip)."""
+    """`train.jit` compiles forward+backward (and the validation forward), and here the optimizer step: same
+    weights and gradient norms as eager, with clipping at work (norms above optim.grad_clip)."""
     runs = {}
     for jit in (False, True):
         runs[jit] = tmp_path / f"jit_{jit}"
-        run(train_config(data, runs[jit], optim={"grad_clip": 0.3}, train={"steps": 2, "jit": jit}))
+        train = {"steps": 2, "jit": jit, "jit_optimizer_min_steps": 0}  # the optimizer step compiled too
+        run(train_config(data, runs[jit], optim={"grad_clip": 0.3}, train=train))
     a, b = weights(runs[True]), weights(runs[False])
     for key in b:
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=2e-6, err_msg=key)

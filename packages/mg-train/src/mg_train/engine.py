@@ -150,14 +150,15 @@ def _train(task: TrainingTask, ctx: mp.ParallelContext, run_id: str | None) -> N
             )
     resume_from = resolve_resume(run.resume, manager, ctx)
 
+    jit_optimizer = run.jit and run.steps >= run.jit_optimizer_min_steps  # compiling pays off in long runs
     zero, optimizer = build_optimizer(
-        task.model, optim, ctx, zero_stage=task.zero_stage, lr_scales=task.lr_scales, jit=run.jit
+        task.model, optim, ctx, zero_stage=task.zero_stage, lr_scales=task.lr_scales, jit=jit_optimizer
     )
     if resume_from is None:  # after every cut (TP, ZeRO-3): each rank writes only its own pieces
         task.initialize()
         zero.sync_shards_from_model()
     ema = EMA(zero.params, optim.ema_decay, jit=run.jit) if optim.ema_decay else None
-    stepper = OptimizerStep(zero, optimizer, optim, run.steps, ctx, ema, jit=run.jit)
+    stepper = OptimizerStep(zero, optimizer, optim, run.steps, ctx, ema, jit=jit_optimizer)
     grad_step = compile_fn(
         ms.value_and_grad(task.loss, None, zero.params, has_aux=bool(task.aux_names)), run.jit
     )
