@@ -9,6 +9,7 @@ shared with test_resume_transformer.py and test_parallel_transformer.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -191,7 +192,7 @@ def test_jit_training_equals_eager(data, tmp_path):
     runs = {}
     for jit in (False, True):
         runs[jit] = tmp_path / f"jit_{jit}"
-        train = {"steps": 2, "jit": jit, "jit_optimizer_min_steps": 0}  # the optimizer step compiled too
+        train = {"steps": 2, "jit": jit, "jit_min_steps": 0, "jit_optimizer_min_steps": 0}  # all compiled
         run(train_config(data, runs[jit], optim={"grad_clip": 0.3}, train=train))
     a, b = weights(runs[True]), weights(runs[False])
     for key in b:
@@ -205,10 +206,24 @@ def test_jit_training_equals_eager(data, tmp_path):
 
 def test_jit_ema_equals_eager(data, ema_run, tmp_path):
     """The compiled EMA update exports the same averaged weights as the eager one."""
-    run(train_config(data, tmp_path / "jit", optim={"ema_decay": 0.5}, train={"steps": 2, "jit": True}))
+    train = {"steps": 2, "jit": True, "jit_min_steps": 0}
+    run(train_config(data, tmp_path / "jit", optim={"ema_decay": 0.5}, train=train))
     a, b = weights(tmp_path / "jit"), weights(ema_run)
     for key in b:
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=2e-6, err_msg=key)
+
+
+def test_runs_shorter_than_jit_min_steps_run_eagerly(data, tmp_path, capfd):
+    """A 2-step debug run with `train.jit` on skips compiling (it would cost more than it saves) and says so."""
+    cfg = train_config(data, tmp_path / "short", train={"steps": 2, "jit": True})
+    assert cfg.train.jit_min_steps > 2 and not cfg.train.compiles_step
+    run(cfg)
+    out = capfd.readouterr().out
+    assert f"running eagerly: 2 steps < train.jit_min_steps={cfg.train.jit_min_steps}" in out
+    always = dataclasses.replace(cfg.train, jit_min_steps=0)
+    assert always.compiles_step and not always.compiles_optimizer
+    assert dataclasses.replace(always, jit_optimizer_min_steps=2).compiles_optimizer
+    assert not dataclasses.replace(always, jit=False).compiles_step
 
 
 def test_gradient_checkpointing_trains_the_same(data, eager_run, tmp_path):

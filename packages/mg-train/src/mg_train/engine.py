@@ -5,7 +5,8 @@ from (`loader`), what the loss is and which inputs it takes (`loss`, `inputs`), 
 exports; the loop owns everything else, the same for every model and every rank count:
 
 - micro-batch accumulation, data-parallel / ZeRO reduction, non-finite skips, clipping, LR schedule, EMA
-  (`optim.OptimizerStep`); forward+backward compiled with `mindspore.jit` when `train.jit`;
+  (`optim.OptimizerStep`); forward+backward compiled with `mindspore.jit` when `train.jit` (in runs of at least
+  `train.jit_min_steps` steps);
 - resume (`train.resume`): weights, optimizer moments, EMA, schedule state and data position; metric lines past
   the resumed step are dropped, so metrics.jsonl reads as one continuous run;
 - validation at step 0 (the baseline) and every `train.val_every` steps, feeding the plateau LR reducer;
@@ -150,17 +151,27 @@ def _train(task: TrainingTask, ctx: mp.ParallelContext, run_id: str | None) -> N
             )
     resume_from = resolve_resume(run.resume, manager, ctx)
 
-    jit_optimizer = run.jit and run.steps >= run.jit_optimizer_min_steps  # compiling pays off in long runs
+    if leader and run.jit and not run.compiles_step:
+        print(
+            f"{task.name}: running eagerly: {run.steps} steps < train.jit_min_steps={run.jit_min_steps} "
+            "(compiling would cost more than it saves)",
+            flush=True,
+        )
     zero, optimizer = build_optimizer(
-        task.model, optim, ctx, zero_stage=task.zero_stage, lr_scales=task.lr_scales, jit=jit_optimizer
+        task.model,
+        optim,
+        ctx,
+        zero_stage=task.zero_stage,
+        lr_scales=task.lr_scales,
+        jit=run.compiles_optimizer,
     )
     if resume_from is None:  # after every cut (TP, ZeRO-3): each rank writes only its own pieces
         task.initialize()
         zero.sync_shards_from_model()
-    ema = EMA(zero.params, optim.ema_decay, jit=run.jit) if optim.ema_decay else None
-    stepper = OptimizerStep(zero, optimizer, optim, run.steps, ctx, ema, jit=jit_optimizer)
+    ema = EMA(zero.params, optim.ema_decay, jit=run.compiles_step) if optim.ema_decay else None
+    stepper = OptimizerStep(zero, optimizer, optim, run.steps, ctx, ema, jit=run.compiles_optimizer)
     grad_step = compile_fn(
-        ms.value_and_grad(task.loss, None, zero.params, has_aux=bool(task.aux_names)), run.jit
+        ms.value_and_grad(task.loss, None, zero.params, has_aux=bool(task.aux_names)), run.compiles_step
     )
 
     start = 0

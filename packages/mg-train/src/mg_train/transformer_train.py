@@ -534,7 +534,7 @@ class TransformerTask:
                 val_data,
                 self.text,
                 self.latents,
-                engine.compile_fn(eval_loss, cfg.train.jit),
+                engine.compile_fn(eval_loss, cfg.train.compiles_step),
                 self.validation_inputs,
             )
         self.fps_seen: list[float] = []
@@ -615,7 +615,7 @@ class TransformerTask:
             f"({config.num_layers} layers, hidden {config.hidden_size}, {config.num_heads} heads, position "
             f"tables {list(config.pos_embed_max_size)}, text {dict(config.text_dims)}); world "
             f"{self.ctx.world_size} = dp {self.ctx.size('dp')} x cp {self.ctx.size('cp')} x sp {self.ctx.size('sp')} "
-            f"x tp {self.ctx.size('tp')}, ZeRO {cfg.parallel.zero_stage}, jit {cfg.train.jit}, "
+            f"x tp {self.ctx.size('tp')}, ZeRO {cfg.parallel.zero_stage}, jit {cfg.train.compiles_step}, "
             f"{self.precision}",
             self.loader.sampler.report(),
         ]

@@ -120,8 +120,14 @@ class RunConfig:
     )
     jit: bool = opt(
         True,
-        "compile the forward+backward pass and the EMA update with mindspore.jit (faster on CPU and Ascend); with "
-        "jit_optimizer_min_steps also the optimizer step",
+        "compile the forward+backward pass and the EMA update with mindspore.jit (faster on CPU and Ascend) in runs "
+        "of at least jit_min_steps steps; with jit_optimizer_min_steps also the optimizer step",
+    )
+    jit_min_steps: int = opt(
+        100,
+        "with jit, compile only runs of at least this many steps: shorter ones (debug runs, smoke tests) run "
+        "eagerly, since compiling costs 8-30 s once on CPU and breaks even after ~30 (tiny TAE) to ~100 (debug "
+        "transformer) steps (0: always compile)",
     )
     jit_optimizer_min_steps: int = opt(
         500,
@@ -149,6 +155,18 @@ class RunConfig:
         need(self.val_every >= 0, "train.val_every", self.val_every, "must be >= 0 (0: never)")
         need(self.num_workers >= 0, "train.num_workers", self.num_workers, "must be >= 0")
         need(self.step_timeout >= 0, "train.step_timeout", self.step_timeout, "must be >= 0 (0: off)")
+        for key in ("jit_min_steps", "jit_optimizer_min_steps"):
+            need(getattr(self, key) >= 0, f"train.{key}", getattr(self, key), "must be >= 0")
+
+    @property
+    def compiles_step(self) -> bool:
+        """Whether forward+backward (and validation and EMA) run compiled: `jit` in a run long enough to pay."""
+        return self.jit and self.steps >= self.jit_min_steps
+
+    @property
+    def compiles_optimizer(self) -> bool:
+        """Whether the optimizer step runs compiled too (`jit_optimizer_min_steps`)."""
+        return self.compiles_step and self.steps >= self.jit_optimizer_min_steps
 
 
 @dataclass
