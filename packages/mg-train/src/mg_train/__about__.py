@@ -1,3 +1,3 @@
 """Version of the mg-train distribution (read by hatchling at build time)."""
 
-__version__ = "0.9.0"
+__version__ = "0.8.4"
