@@ -101,14 +101,16 @@ def test_resize_shortest_side_and_no_op():
     assert resize(frames, 30, 60) is frames
 
 
-def test_model_layout_formula_and_inverse():
-    frames = np.random.default_rng(3).integers(0, 256, (4, 5, 6, 3)).astype(np.uint8)
-    video = to_model_layout(frames)
-    assert video.shape == (3, 4, 5, 6) and video.dtype == np.float32
-    for c in range(3):
-        np.testing.assert_allclose(video[c], frames[..., c] / 127.5 - 1.0, rtol=0, atol=1e-6)
-    assert video.min() >= -1.0 and video.max() <= 1.0
-    np.testing.assert_array_equal(to_uint8_frames(video), frames)
+@pytest.mark.parametrize("shape", [(4, 5, 6, 3), (2, 130, 128, 3)])  # one call / plane by plane
+def test_model_layout_formula_and_inverse(shape):
+    frames = np.random.default_rng(3).integers(0, 256, shape).astype(np.uint8)
+    for view in (frames, hflip(frames)):  # also a non-contiguous view
+        video = to_model_layout(view)
+        assert video.shape == (3, *shape[:3]) and video.dtype == np.float32
+        for c in range(3):
+            np.testing.assert_allclose(video[c], view[..., c] / 127.5 - 1.0, rtol=0, atol=1e-6)
+        assert video.min() >= -1.0 and video.max() <= 1.0
+        np.testing.assert_array_equal(to_uint8_frames(video), view)
 
 
 def test_hflip_mirrors_columns():

@@ -213,11 +213,19 @@ def test_jit_ema_equals_eager(data, ema_run, tmp_path):
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=2e-6, err_msg=key)
 
 
-def test_runs_shorter_than_jit_min_steps_run_eagerly(data, tmp_path, capfd):
+def test_runs_shorter_than_jit_min_steps_run_eagerly(data, tmp_path, capfd, monkeypatch):
     """A 2-step debug run with `train.jit` on skips compiling (it would cost more than it saves) and says so."""
+    from mg_train import engine
+
+    asked: list[
+        bool
+    ] = []  # the jit flag of every step function the run builds (forward+backward, validation)
+    real = engine.compile_fn
+    monkeypatch.setattr(engine, "compile_fn", lambda fn, jit: asked.append(jit) or real(fn, jit))
     cfg = train_config(data, tmp_path / "short", train={"steps": 2, "jit": True})
     assert cfg.train.jit_min_steps > 2 and not cfg.train.compiles_step
     run(cfg)
+    assert asked and not any(asked)
     out = capfd.readouterr().out
     assert f"running eagerly: 2 steps < train.jit_min_steps={cfg.train.jit_min_steps}" in out
     always = dataclasses.replace(cfg.train, jit_min_steps=0)
